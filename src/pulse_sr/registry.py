@@ -1,0 +1,296 @@
+"""Known generator weights: where they come from, under which licence, and where
+they live on disk once downloaded.
+
+This module only describes and locates files; fetching them is
+:mod:`pulse_sr.download`. It imports neither torch nor the networks, so that
+``pulse models list`` stays instant.
+
+Downloaded files live in ``cache_dir() / NAME / FILENAME``; the bundled model
+lives inside the installed package.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from .errors import DownloadError, PulseError
+from .paths import cache_dir
+
+__all__ = [
+    "MODEL_KINDS", "ModelFile", "ModelEntry", "REGISTRY", "UnknownModelError",
+    "cache_dir", "register", "get_entry", "known_names", "local_path", "model_dir",
+    "model_status", "entry_resolution", "resolve_model",
+]
+
+MODEL_KINDS = ("bundled", "tf-pickle", "pulse-synthesis", "pulse-mapping", "gaussian-fit")
+
+NVIDIA_LICENCE = "CC BY-NC 4.0"
+UTKFACE_LICENCE = "non-commercial research only (UTKFace)"
+
+
+class UnknownModelError(PulseError):
+    """A name is neither a registered model nor an existing file."""
+
+
+class ModelFile(NamedTuple):
+    """One file of a model. Unpacks as ``(filename, url, sha256, size)``."""
+
+    filename: str                 # Name on disk, inside the model's cache folder.
+    url: Optional[str]            # Preferred source; None when it must be placed by hand.
+    sha256: Optional[str]         # Lower-case hex digest, None when nobody has published one.
+    size: Optional[int]           # Bytes, None when unknown.
+
+
+@dataclass
+class ModelEntry:
+    name: str                                   # Registry key, used on the command line.
+    description: str                            # One line for `pulse models list --help` and docs.
+    kind: str                                   # One of MODEL_KINDS; tells the loader which format to expect.
+    files: List[ModelFile]                      # What `pulse models download NAME` fetches.
+    resolution: Optional[int] = None            # Output resolution; None = read it from the file.
+    licence: str = ""                           # Short licence string shown in the table.
+    notes: str = ""                             # Provenance, what was and was not verified.
+    mirrors: Dict[str, Tuple[str, ...]] = field(default_factory=dict)  # filename -> fallback URLs.
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"model {self.name!r}: kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+        self.files = [f if isinstance(f, ModelFile) else ModelFile(*f) for f in self.files]
+        if not self.files:
+            raise ValueError(f"model {self.name!r} has no files")
+        unknown = set(self.mirrors) - {f.filename for f in self.files}
+        if unknown:
+            raise ValueError(f"model {self.name!r}: mirrors for unknown files {sorted(unknown)}")
+
+    def urls(self, filename: str) -> List[str]:
+        """Sources for ``filename``, preferred first."""
+        primary = [f.url for f in self.files if f.filename == filename and f.url]
+        return primary + list(self.mirrors.get(filename, ()))
+
+
+def _drive(file_id: str) -> str:
+    return f"https://drive.google.com/uc?export=download&id={file_id}"
+
+
+_NGC_STYLEGAN1 = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan1/versions/1/files/"
+
+_UNVERIFIED = ("No sha256 or size has been published for this file, so the download is "
+               "not checksum-verified.")
+
+# Shipped in the PULSE repository itself; sha256 and size computed from the git
+# blob at adamian98/pulse master (commit 40cacb9).
+_PULSE_FIT = ModelFile("gaussian_fit.pt",
+                       "https://raw.githubusercontent.com/adamian98/pulse/master/gaussian_fit.pt",
+                       "6c638855d24ea56d40512cc6d8e7a6cac4c3db6fec232a0bf58e0f78d6336d16", 4566)
+
+_BUILTIN = [
+    ModelEntry(
+        name="default",
+        description="Small StyleGAN1 face generator trained by pulse-sr, shipped with the package.",
+        kind="bundled",
+        files=[ModelFile("default.safetensors", None, None, None)],
+        resolution=None,
+        licence=UTKFACE_LICENCE,
+        notes=("Trained on UTKFace, which is released for non-commercial research "
+               "purposes only; the weights carry the same restriction."),
+    ),
+    ModelEntry(
+        name="stylegan-ffhq-1024",
+        description="NVIDIA's official StyleGAN (v1) FFHQ 1024x1024 generator, TensorFlow pickle.",
+        kind="tf-pickle",
+        files=[ModelFile("karras2019stylegan-ffhq-1024x1024.pkl",
+                         _NGC_STYLEGAN1 + "karras2019stylegan-ffhq-1024x1024.pkl", None, None)],
+        resolution=1024,
+        licence=NVIDIA_LICENCE,
+        notes=("The generator PULSE uses (Menon et al. 2020, Sec. 4). Pickle of the "
+               "dnnlib networks (_G, _D, Gs); read it with the restricted unpickler, never "
+               "plain pickle. Google Drive id 1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ is the one "
+               "given in NVlabs/stylegan README.md and pretrained_example.py; the NGC URL "
+               "follows NVIDIA's NGC layout and could not be checked from the build machine. "
+               + _UNVERIFIED),
+        mirrors={"karras2019stylegan-ffhq-1024x1024.pkl": (_drive("1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ"),)},
+    ),
+    ModelEntry(
+        name="stylegan-celebahq-1024",
+        description="NVIDIA's official StyleGAN (v1) CelebA-HQ 1024x1024 generator, TensorFlow pickle.",
+        kind="tf-pickle",
+        files=[ModelFile("karras2019stylegan-celebahq-1024x1024.pkl",
+                         _NGC_STYLEGAN1 + "karras2019stylegan-celebahq-1024x1024.pkl", None, None)],
+        resolution=1024,
+        licence=NVIDIA_LICENCE,
+        notes=("Google Drive id 1MGqJl28pN4t7SAtSrPdSRJSQJqahkzUf is the one given in "
+               "NVlabs/stylegan README.md and generate_figures.py; the NGC URL follows the "
+               "same layout as the FFHQ file and is unverified. " + _UNVERIFIED),
+        mirrors={"karras2019stylegan-celebahq-1024x1024.pkl": (_drive("1MGqJl28pN4t7SAtSrPdSRJSQJqahkzUf"),)},
+    ),
+    ModelEntry(
+        name="pulse-ffhq-1024",
+        description="The PULSE authors' PyTorch conversion of StyleGAN FFHQ 1024 (synthesis + mapping).",
+        kind="pulse-synthesis",
+        files=[ModelFile("synthesis.pt", _drive("1TCViX1YpQyRsklTVYEJwdbmK91vklCo8"), None, None),
+               ModelFile("mapping.pt", _drive("14R6iHGf5iuVx3DMNsACAl7eBr7Vdpd0k"), None, None),
+               _PULSE_FIT],
+        resolution=1024,
+        licence=NVIDIA_LICENCE,
+        notes=("Torch state_dicts of G_synthesis and G_mapping, plus PULSE's precomputed "
+               "gaussian_fit.pt (the mapping network is only needed to recompute the fit, "
+               "PULSE Sec. 3.3). Drive ids from adamian98/pulse PULSE.py. The PULSE "
+               "repository has no licence file; the weights derive from NVIDIA's CC BY-NC 4.0 "
+               "model. Large Drive files need a confirmation step, handled best-effort. "
+               "synthesis.pt and mapping.pt: " + _UNVERIFIED),
+    ),
+    ModelEntry(
+        name="pulse-ffhq-1024-gaussian-fit",
+        description="PULSE's Gaussian fit of leaky-ReLU(5)-inverted mapping outputs for FFHQ 1024.",
+        kind="gaussian-fit",
+        files=[_PULSE_FIT],
+        resolution=1024,
+        licence=NVIDIA_LICENCE,
+        notes=("Torch pickle of {'mean', 'std'} (512 each), as computed by PULSE from 1M mapping "
+               "samples (Sec. 3.3); also part of pulse-ffhq-1024. sha256 and size were computed "
+               "from the git blob at adamian98/pulse master (commit 40cacb9)."),
+    ),
+]
+
+REGISTRY: Dict[str, ModelEntry] = {e.name: e for e in _BUILTIN}
+
+
+def register(entry: ModelEntry, registry: Optional[Dict[str, ModelEntry]] = None,
+             replace: bool = False) -> ModelEntry:
+    """Add ``entry`` to ``registry`` (the global one by default)."""
+    registry = REGISTRY if registry is None else registry
+    if entry.name in registry and not replace:
+        raise ValueError(f"model {entry.name!r} is already registered; pass replace=True")
+    registry[entry.name] = entry
+    return entry
+
+
+def known_names(registry: Optional[Dict[str, ModelEntry]] = None) -> List[str]:
+    return sorted(REGISTRY if registry is None else registry)
+
+
+def get_entry(name: str, registry: Optional[Dict[str, ModelEntry]] = None) -> ModelEntry:
+    registry = REGISTRY if registry is None else registry
+    try:
+        return registry[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown model {name!r}; known models: "
+                                f"{', '.join(known_names(registry))} (or give a path to a file)") from None
+
+
+def model_dir(entry: ModelEntry) -> Path:
+    """Folder holding ``entry``'s files: the package's ``models/`` for bundled ones."""
+    if entry.kind == "bundled":
+        return local_path(entry, entry.files[0].filename).parent
+    return cache_dir() / entry.name
+
+
+def local_path(entry: ModelEntry, filename: str) -> Path:
+    """Where ``filename`` of ``entry`` is (or will be, once downloaded)."""
+    if entry.kind == "bundled":
+        # Package data, not a subpackage: resolve through the pulse_sr package.
+        return Path(str(resources.files("pulse_sr") / "models" / filename))
+    return cache_dir() / entry.name / filename
+
+
+def _present(path: Path, size: Optional[int]) -> bool:
+    # Existence and size only: hashing 300 MB on every `models list` is too slow;
+    # `pulse models download` re-verifies the hash.
+    return path.is_file() and (size is None or path.stat().st_size == size)
+
+
+def model_status(entry: ModelEntry) -> str:
+    """'bundled', 'bundled (missing)', 'downloaded', 'partial' or 'not downloaded'."""
+    paths = [(local_path(entry, f.filename), f.size) for f in entry.files]
+    present = [_present(p, size) for p, size in paths]
+    if entry.kind == "bundled":
+        return "bundled" if all(present) else "bundled (missing)"
+    if all(present):
+        return "downloaded"
+    if any(present) or any(p.with_name(p.name + ".part").exists() for p, _ in paths):
+        return "partial"
+    return "not downloaded"
+
+
+def _safetensors_metadata(path: Path) -> dict:
+    # The header is an 8-byte little-endian length then JSON; reading it
+    # directly keeps torch out of `pulse models list`.
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > 100_000_000:
+            raise ValueError("implausible safetensors header length")
+        return json.loads(f.read(n)).get("__metadata__") or {}
+
+
+def entry_resolution(entry: ModelEntry) -> Optional[int]:
+    """The entry's resolution, read from a present safetensors file when not recorded."""
+    if entry.resolution is not None:
+        return entry.resolution
+    path = local_path(entry, entry.files[0].filename)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        config = json.loads(_safetensors_metadata(path).get("pulse_sr_config", "{}"))
+        return int(config["resolution"])
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return None
+
+
+def resolve_model(name_or_path, registry: Optional[Dict[str, ModelEntry]] = None) -> dict:
+    """Local files for a registered name, or an existing file/folder passed through.
+
+    Registered names win over same-named files; write ``./NAME`` to mean a path.
+    Returns a dict with ``name``, ``kind`` (None for a bare path: the loader sniffs
+    the format), ``resolution``, ``licence``, ``entry`` (None for a path),
+    ``files`` ({filename: Path}), ``paths`` ([Path], entry order), ``path`` (the
+    first of ``paths``), ``main`` (the generator file: ``synthesis.pt`` if there
+    is one) and, when present, ``mapping`` and ``gaussian_fit`` (PULSE's
+    ``mapping.pt`` and ``gaussian_fit.pt``).
+
+    Raises DownloadError when a registered model is not downloaded yet and
+    UnknownModelError for anything else that cannot be found.
+    """
+    registry = REGISTRY if registry is None else registry
+    text = str(name_or_path)
+    if text in registry:
+        entry = registry[text]
+        files = {f.filename: local_path(entry, f.filename) for f in entry.files}
+        missing = [f.filename for f in entry.files if not _present(files[f.filename], f.size)]
+        if missing:
+            where = local_path(entry, missing[0])
+            if entry.kind == "bundled":
+                raise DownloadError(f"the bundled model {entry.name!r} is missing ({where}); "
+                                    f"reinstall pulse-sr or pass a model file path")
+            raise DownloadError(f"model {entry.name!r} is not downloaded ({where} missing or "
+                                f"incomplete); run `pulse models download {entry.name}`")
+        return _result(entry.name, entry.kind, entry_resolution(entry), entry.licence, entry, files)
+
+    path = Path(text).expanduser()
+    if path.is_file():
+        return _result(str(path), None, None, None, None, {path.name: path})
+    if path.is_dir():
+        files = {p.name: p for p in sorted(path.iterdir()) if p.is_file()}
+        if files:
+            return _result(str(path), None, None, None, None, files)
+        raise UnknownModelError(f"{path}: folder has no files")
+    raise UnknownModelError(f"{text!r} is neither a known model nor an existing file; known models: "
+                            f"{', '.join(known_names(registry))}")
+
+
+def _result(name, kind, resolution, licence, entry, files: Dict[str, Path]) -> dict:
+    paths = list(files.values())
+    out = {"name": name, "kind": kind, "resolution": resolution, "licence": licence,
+           "entry": entry, "files": files, "paths": paths, "path": paths[0]}
+    # Roles for the loader: PULSE's file names are fixed, so match on them.
+    roles = {"mapping": "mapping.pt", "gaussian_fit": "gaussian_fit.pt"}
+    for role, filename in roles.items():
+        if filename in files:
+            out[role] = files[filename]
+    rest = [p for f, p in files.items() if f not in roles.values()]
+    out["main"] = files.get("synthesis.pt") or (rest or paths)[0]
+    return out
