@@ -1,0 +1,52 @@
+"""The `pulse` command. Each subcommand lives in its own module and only parses
+options, calls library code and prints; nothing imports this package."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# (module, attribute) of each subcommand, registered lazily so that
+# `pulse --help` stays fast and one broken optional dependency does not
+# take down the other commands.
+SUBCOMMANDS = {
+    "upsample": ("pulse_sr.cli.upsample", "upsample"),
+    "models": ("pulse_sr.cli.models", "models"),
+    "demo": ("pulse_sr.cli.demo", "demo"),
+    "train": ("pulse_sr.cli.train", "train"),
+    "align": ("pulse_sr.cli.align", "align"),
+    "eval": ("pulse_sr.cli.eval", "eval_cmd"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in SUBCOMMANDS:
+            return None
+        module, attr = SUBCOMMANDS[name]
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ImportError as exc:
+            @click.command(name, help=f"(unavailable: {exc})")
+            def unavailable():
+                raise click.ClickException(f"'pulse {name}' is unavailable: {exc}")
+            return unavailable
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="pulse-sr")
+def main():
+    """PULSE: find realistic high-resolution faces that downscale to a low-resolution input.
+
+    Every output is an imaginary person made by a generative model. It is not a
+    recovery of the real person in the input and must not be used to identify anyone.
+    """
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from pulse_sr.cli import main
+
+main()

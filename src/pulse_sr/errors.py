@@ -1,0 +1,25 @@
+"""Typed exceptions raised by the library; the CLI turns them into one-line messages."""
+
+
+class PulseError(Exception):
+    """Base class for all pulse-sr errors."""
+
+
+class ModelFormatError(PulseError):
+    """A weights file is corrupt, of an unknown format, or does not match the architecture."""
+
+
+class UnsafePickleError(ModelFormatError):
+    """A pickle asked for a class or function outside the allow-list."""
+
+
+class InputSizeError(PulseError):
+    """An LR image size does not fit the generator's resolution."""
+
+
+class InputImageError(PulseError):
+    """An input image cannot be read."""
+
+
+class DownloadError(PulseError):
+    """A model could not be downloaded or failed its checksum."""
