@@ -1,0 +1,367 @@
+"""StyleGAN v1 generator (Karras et al., CVPR 2019), the generator PULSE searches.
+
+The layer order and constants follow NVIDIA's official ``networks_stylegan.py``
+so that official weights load without any numeric adaptation:
+
+* weights are stored unscaled and multiplied by a runtime coefficient
+  (equalised learning rate, ``he_std * lrmul``);
+* each synthesis layer ends in the *epilogue*: noise, bias, leaky ReLU,
+  instance norm, style modulation;
+* upsampling is nearest + 3x3 conv + [1,2,1] blur, or, from 128 px up, the
+  fused transposed conv with the 3x3 kernel summed into a 4x4 one.
+
+The module knows nothing about file formats; see ``pulse_sr.legacy`` and
+``pulse_sr.model_io`` for those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def assert_shape(tensor: torch.Tensor, shape: Sequence[Optional[int]], name: str = "tensor") -> None:
+    """Raise ValueError unless ``tensor`` has ``shape`` (None matches any size)."""
+    if tensor.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, tensor.shape)):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(tensor.shape)}")
+
+
+# ---------------------------------------------------------------------------
+# Config
+
+
+@dataclasses.dataclass
+class StyleGAN1Config:
+    """Constructor arguments of :class:`StyleGAN1Generator`, saved with the weights."""
+
+    resolution: int = 1024            # Output resolution, a power of two in [8, 1024].
+    latent_dim: int = 512             # Z dimensionality.
+    w_dim: int = 512                  # W (dlatent) dimensionality.
+    mapping_layers: int = 8           # Number of dense layers in the mapping network.
+    mapping_fmaps: int = 512          # Width of the hidden mapping layers.
+    mapping_lrmul: float = 0.01       # Learning-rate multiplier of the mapping network.
+    fmap_base: int = 8192             # Overall multiplier for the number of feature maps.
+    fmap_decay: float = 1.0           # log2 feature-map reduction when doubling resolution.
+    fmap_max: int = 512               # Maximum number of feature maps in any layer.
+    num_channels: int = 3             # Output colour channels.
+    fused_scale_min_res: int = 128    # Output res from which upsampling uses the fused transposed conv.
+    instance_norm_eps: float = 1e-8   # Official TF value.
+
+    def __post_init__(self) -> None:
+        log2 = int(round(math.log2(self.resolution))) if self.resolution > 0 else 0
+        if self.resolution != 2 ** log2 or not 8 <= self.resolution <= 1024:
+            raise ValueError(f"resolution must be a power of two in [8, 1024], got {self.resolution}")
+        if self.nf(self.resolution_log2 - 1) < 1:
+            raise ValueError(f"fmap_base={self.fmap_base} leaves no channels at {self.resolution} px; "
+                             f"raise fmap_base or lower fmap_decay")
+
+    @property
+    def resolution_log2(self) -> int:
+        return int(round(math.log2(self.resolution)))
+
+    @property
+    def num_ws(self) -> int:
+        return 2 * self.resolution_log2 - 2
+
+    def nf(self, stage: int) -> int:
+        return min(int(self.fmap_base / (2.0 ** (stage * self.fmap_decay))), self.fmap_max)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StyleGAN1Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown StyleGAN1Config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------
+# Layers
+
+
+class EqualizedLinear(nn.Module):
+    """Dense layer with equalised learning rate; ``weight`` is (out, in)."""
+
+    def __init__(self,
+                 in_features: int,        # Input width.
+                 out_features: int,       # Output width.
+                 gain: float = math.sqrt(2),  # He-init gain.
+                 lrmul: float = 1.0,      # Learning-rate multiplier.
+                 bias_init: float = 0.0,  # Initial bias value.
+                 ):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.lrmul = lrmul
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lrmul)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init)))
+        self.weight_gain = gain / math.sqrt(in_features) * lrmul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.weight_gain, self.bias * self.lrmul)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, lrmul={self.lrmul}"
+
+
+def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + eps)
+
+
+def blur_121(x: torch.Tensor) -> torch.Tensor:
+    """Depthwise [1,2,1]x[1,2,1]/16 blur with zero padding, (B, C, H, W) -> same."""
+    k = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
+    k = (k[:, None] * k[None, :]) / 16.0
+    c = x.shape[1]
+    return F.conv2d(x, k.expand(c, 1, 3, 3), padding=1, groups=c)
+
+
+def upscale_nearest2x(x: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = x.shape
+    return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+
+
+class SynthesisLayer(nn.Module):
+    """One StyleGAN v1 synthesis layer: [conv] + epilogue (noise, bias, lrelu, IN, style).
+
+    ``kind`` is 'const' (no conv), 'conv' (3x3), 'up' (nearest + 3x3 + blur) or
+    'fused_up' (transposed 4x4 + blur).
+    """
+
+    def __init__(self,
+                 in_channels: int,        # Input channels (ignored for 'const').
+                 out_channels: int,       # Output channels.
+                 w_dim: int,              # W dimensionality feeding the style affine.
+                 resolution: int,         # Output resolution of this layer.
+                 kind: str,               # 'const', 'conv', 'up' or 'fused_up'.
+                 instance_norm_eps: float = 1e-8,  # Epsilon of the instance norm.
+                 ):
+        super().__init__()
+        if kind not in ("const", "conv", "up", "fused_up"):
+            raise ValueError(f"unknown layer kind {kind!r}")
+        self.kind = kind
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.resolution = resolution
+        self.instance_norm_eps = instance_norm_eps
+        if kind == "const":
+            self.const = nn.Parameter(torch.ones(1, out_channels, 4, 4))
+        else:
+            self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
+            self.weight_gain = math.sqrt(2) / math.sqrt(in_channels * 9)
+        self.noise_strength = nn.Parameter(torch.zeros(out_channels))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.style = EqualizedLinear(w_dim, 2 * out_channels, gain=1.0)
+
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "const":
+            return x
+        w = self.weight * self.weight_gain
+        if self.kind == "conv":
+            return F.conv2d(x, w, padding=1)
+        if self.kind == "up":
+            return blur_121(F.conv2d(upscale_nearest2x(x), w, padding=1))
+        # Fused: pad the 3x3 kernel to 5x5 and sum the four shifted 4x4 windows,
+        # then use it as a stride-2 transposed conv (official upscale2d_conv2d).
+        w = F.pad(w, (1, 1, 1, 1))
+        w = w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
+        x = F.conv_transpose2d(x, w.transpose(0, 1), stride=2, padding=1)
+        return blur_121(x)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: Optional[torch.Tensor]) -> torch.Tensor:
+        x = self.convolve(x)
+        if noise is not None:
+            x = torch.addcmul(x, self.noise_strength.view(1, -1, 1, 1), noise)
+        x = F.leaky_relu(x + self.bias.view(1, -1, 1, 1), 0.2)
+        # Instance norm and style modulation folded into one affine per channel:
+        # x * (s + 1) * rstd + (b - mean * (s + 1) * rstd).
+        var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+        rstd = torch.rsqrt(var + self.instance_norm_eps)
+        style = self.style(w).view(-1, 2, self.out_channels, 1, 1)
+        scale = (style[:, 0] + 1.0) * rstd
+        shift = style[:, 1] - mean * scale
+        return torch.addcmul(shift, x, scale)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, in={self.in_channels}, out={self.out_channels}, res={self.resolution}"
+
+
+class ToRGB(nn.Module):
+    """1x1 conv to RGB with gain 1."""
+
+    def __init__(self,
+                 in_channels: int,        # Input channels.
+                 num_channels: int = 3,   # Output channels.
+                 ):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_channels, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.weight_gain = 1.0 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.weight_gain, self.bias)
+
+
+class MappingNetwork(nn.Module):
+    """Z -> W: pixel norm, then ``mapping_layers`` dense layers with leaky ReLU 0.2."""
+
+    def __init__(self,
+                 latent_dim: int = 512,   # Z dimensionality.
+                 w_dim: int = 512,        # W dimensionality.
+                 num_layers: int = 8,     # Number of dense layers.
+                 fmaps: int = 512,        # Hidden width.
+                 lrmul: float = 0.01,     # Learning-rate multiplier.
+                 ):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.w_dim = w_dim
+        widths = [latent_dim] + [fmaps] * (num_layers - 1) + [w_dim]
+        self.layers = nn.ModuleList(
+            EqualizedLinear(widths[i], widths[i + 1], lrmul=lrmul) for i in range(num_layers))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        assert_shape(z, [None, self.latent_dim], "z")
+        x = pixel_norm(z)
+        for layer in self.layers:
+            x = F.leaky_relu(layer(x), 0.2)
+        return x
+
+
+class SynthesisNetwork(nn.Module):
+    """W+ (B, num_ws, w_dim) and per-layer noise -> image (B, 3, R, R)."""
+
+    def __init__(self, cfg: StyleGAN1Config):
+        super().__init__()
+        self.cfg = cfg
+        layers = [SynthesisLayer(0, cfg.nf(1), cfg.w_dim, 4, "const", cfg.instance_norm_eps),
+                  SynthesisLayer(cfg.nf(1), cfg.nf(1), cfg.w_dim, 4, "conv", cfg.instance_norm_eps)]
+        for log2 in range(3, cfg.resolution_log2 + 1):
+            res = 2 ** log2
+            cin, cout = cfg.nf(log2 - 2), cfg.nf(log2 - 1)
+            kind = "fused_up" if res >= cfg.fused_scale_min_res else "up"
+            layers.append(SynthesisLayer(cin, cout, cfg.w_dim, res, kind, cfg.instance_norm_eps))
+            layers.append(SynthesisLayer(cout, cout, cfg.w_dim, res, "conv", cfg.instance_norm_eps))
+        self.layers = nn.ModuleList(layers)
+        self.torgb = ToRGB(cfg.nf(cfg.resolution_log2 - 1), cfg.num_channels)
+        # The official pickles carry one fixed noise map per layer ('const' noise mode).
+        for i, layer in enumerate(self.layers):
+            self.register_buffer(f"noise_const{i}", torch.randn(1, 1, layer.resolution, layer.resolution))
+
+    @property
+    def noise_shapes(self) -> List[int]:
+        return [layer.resolution for layer in self.layers]
+
+    def forward(self, ws: torch.Tensor, noise: Sequence[Optional[torch.Tensor]],
+                num_layers: Optional[int] = None) -> torch.Tensor:
+        """Run the layers; with ``num_layers`` stop early and return features."""
+        n = len(self.layers)
+        assert_shape(ws, [None, n, self.cfg.w_dim], "ws")
+        if len(noise) != n:
+            raise ValueError(f"noise: expected {n} maps, got {len(noise)}")
+        x = self.layers[0].const.expand(ws.shape[0], -1, -1, -1)
+        stop = n if num_layers is None else num_layers
+        for i in range(stop):
+            x = self.layers[i](x, ws[:, i], noise[i])
+        if stop < n:
+            return x
+        return self.torgb(x)
+
+
+class StyleGAN1Generator(nn.Module):
+    """The full generator: ``mapping`` (Z -> W) and ``synthesize`` (W+, noise -> image)."""
+
+    def __init__(self, cfg: Optional[StyleGAN1Config] = None, **kwargs):
+        super().__init__()
+        if cfg is None:
+            cfg = StyleGAN1Config(**kwargs)
+        elif kwargs:
+            raise TypeError("pass either a config or keyword arguments, not both")
+        self.cfg = cfg
+        self.mapping_network = MappingNetwork(cfg.latent_dim, cfg.w_dim, cfg.mapping_layers,
+                                              cfg.mapping_fmaps, cfg.mapping_lrmul)
+        self.synthesis = SynthesisNetwork(cfg)
+        # Running mean of W, used for the truncation trick when sampling.
+        self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
+        # Set by the loaders: the Gaussian fit PULSE needs (if shipped with the
+        # weights), free-form metadata such as the crop convention, whether the
+        # mapping weights are real, and where the weights came from.
+        self.gaussian_fit: Optional[dict] = None
+        self.extras: dict = {}
+        self.has_mapping: bool = True
+        self.source: str = ""
+
+    @property
+    def num_ws(self) -> int:
+        return self.cfg.num_ws
+
+    @property
+    def w_dim(self) -> int:
+        return self.cfg.w_dim
+
+    @property
+    def z_dim(self) -> int:
+        return self.cfg.latent_dim
+
+    @property
+    def resolution(self) -> int:
+        return self.cfg.resolution
+
+    @property
+    def noise_resolutions(self) -> List[int]:
+        return self.synthesis.noise_shapes
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, latent_dim) -> (B, w_dim)."""
+        return self.mapping_network(z)
+
+    def make_noise(self, batch: int, mode: str = "random", generator: Optional[torch.Generator] = None,
+                   device=None) -> List[Optional[torch.Tensor]]:
+        """Per-layer noise maps: 'random', 'const' (the stored maps) or 'zero'."""
+        device = device or self.w_avg.device
+        out = []
+        for i, r in enumerate(self.noise_resolutions):
+            if mode == "random":
+                out.append(torch.randn(batch, 1, r, r, generator=generator, device=device))
+            elif mode == "const":
+                out.append(getattr(self.synthesis, f"noise_const{i}").to(device).expand(batch, -1, -1, -1))
+            elif mode == "zero":
+                out.append(torch.zeros(batch, 1, r, r, device=device))
+            else:
+                raise ValueError(f"unknown noise mode {mode!r}; use random, const or zero")
+        return out
+
+    def synthesize(self, ws: torch.Tensor, noise: Optional[Sequence[Optional[torch.Tensor]]] = None) -> torch.Tensor:
+        """(B, num_ws, w_dim) plus a list of (B, 1, r, r) noise maps -> (B, 3, R, R) in about [-1, 1].
+
+        ``noise=None`` draws fresh random noise; a ``None`` entry disables that layer's noise.
+        """
+        if noise is None:
+            noise = self.make_noise(ws.shape[0], "random", device=ws.device)
+        for i, (n, r) in enumerate(zip(noise, self.noise_resolutions)):
+            if n is not None and (n.ndim != 4 or n.shape[1:] != (1, r, r) or n.shape[0] not in (1, ws.shape[0])):
+                raise ValueError(f"noise[{i}]: expected shape (B, 1, {r}, {r}), got {tuple(n.shape)}")
+        return self.synthesis(ws, noise)
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int = 8,
+               noise_mode: str = "random") -> torch.Tensor:
+        """Convenience: Z -> image, with the official truncation trick."""
+        w = self.mapping(z)
+        ws = w[:, None, :].repeat(1, self.num_ws, 1)
+        if truncation_psi != 1.0:
+            layer = torch.arange(self.num_ws, device=ws.device)[None, :, None]
+            trunc = torch.lerp(self.w_avg.to(ws.dtype), ws, truncation_psi)
+            ws = torch.where(layer < truncation_cutoff, trunc, ws)
+        return self.synthesize(ws, self.make_noise(z.shape[0], noise_mode, device=z.device))
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return f"resolution={c.resolution}, num_ws={c.num_ws}, w_dim={c.w_dim}"
