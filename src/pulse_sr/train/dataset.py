@@ -1,0 +1,78 @@
+"""Loading a training set into memory as a uint8 tensor (N, 3, R, R).
+
+Two sources: a folder of images (resized with Lanczos), or a *pack*: an ``.npz``
+with the JPEG bytes of already-resized images (``data``, ``offsets``), which is
+small enough to carry to a GPU machine.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Iterable, List
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+def list_images(folder) -> List[Path]:
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _resize(img: Image.Image, resolution: int) -> np.ndarray:
+    img = img.convert("RGB")
+    if img.size != (resolution, resolution):
+        img = img.resize((resolution, resolution), Image.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def load_folder(folder, resolution: int, limit: int = 0, progress: bool = True) -> torch.Tensor:
+    files = list_images(folder)
+    if limit:
+        files = files[:limit]
+    if not files:
+        raise FileNotFoundError(f"{folder}: no PNG/JPEG/WebP/BMP images found")
+    it: Iterable = files
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(files, desc="loading images", unit="img")
+    arr = np.stack([_resize(Image.open(f), resolution) for f in it])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+def write_pack(folder, path, resolution: int, quality: int = 90, limit: int = 0) -> int:
+    """Resize every image of ``folder`` and store the JPEG bytes in one ``.npz``."""
+    files = list_images(folder)
+    if limit:
+        files = files[:limit]
+    blobs = []
+    for f in files:
+        buf = io.BytesIO()
+        Image.fromarray(_resize(Image.open(f), resolution)).save(buf, format="JPEG", quality=quality)
+        blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    np.savez(path, data=np.concatenate(blobs), offsets=offsets, resolution=np.int64(resolution),
+             names=np.array([f.name for f in files]))
+    return len(files)
+
+
+def load_pack(path, resolution: int) -> torch.Tensor:
+    with np.load(path, allow_pickle=False) as z:
+        data, offsets = z["data"], z["offsets"]
+    imgs = [_resize(Image.open(io.BytesIO(data[offsets[i]:offsets[i + 1]].tobytes())), resolution)
+            for i in range(len(offsets) - 1)]
+    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+
+
+def load_dataset(source, resolution: int, limit: int = 0) -> torch.Tensor:
+    source = Path(source)
+    if source.is_dir():
+        return load_folder(source, resolution, limit)
+    if source.suffix == ".npz":
+        x = load_pack(source, resolution)
+        return x[:limit] if limit else x
+    raise FileNotFoundError(f"{source}: not a folder of images or a .npz pack")
