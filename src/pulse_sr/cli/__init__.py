@@ -4,6 +4,7 @@ options, calls library code and prints; nothing imports this package."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -22,6 +23,28 @@ SUBCOMMANDS = {
 
 
 class LazyGroup(click.Group):
+    def invoke(self, ctx):
+        # Library errors are expected: one line, exit 2 (bad usage or input).
+        # Anything else is a bug or an environment problem: one line, exit 1,
+        # unless PULSE_DEBUG=1 asks for the traceback.
+        from ..errors import PulseError
+
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except PulseError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+            if os.environ.get("PULSE_DEBUG"):
+                raise
+            click.echo(f"error: {exc.__class__.__name__}: {exc} (set PULSE_DEBUG=1 for a traceback)", err=True)
+            sys.exit(1)
+
     def list_commands(self, ctx):
         return sorted(SUBCOMMANDS)
 

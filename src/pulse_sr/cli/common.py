@@ -1,0 +1,36 @@
+"""Pieces shared by the subcommands: exit codes, messages, model loading."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOT_FOUND = 3  # some searches did not reach eps, or some photos had no face
+
+
+def echo_err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def search_options(opts) -> None:
+    """Validate search options; a bad value is a usage error (exit 2)."""
+    try:
+        opts.validate()
+    except ValueError as exc:
+        raise click.UsageError(str(exc))
+
+
+def load_model_or_exit(model: str, mapping=None, gaussian_fit=None):
+    """Load a generator; a missing or broken model is a one-line error with exit code 2."""
+    from ..errors import PulseError
+    from ..loading import load_generator
+
+    try:
+        return load_generator(model, mapping_path=mapping, gaussian_fit_path=gaussian_fit)
+    except PulseError as exc:
+        echo_err(f"error: {exc}")
+        sys.exit(EXIT_BAD_INPUT)
