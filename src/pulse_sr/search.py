@@ -233,7 +233,7 @@ def upsample(lr_image: Union[torch.Tensor, "PIL.Image.Image"], generator, option
         if callback is not None:
             callback(step, best_img.clamp(0, 1), best_lr.clamp(0, 1))
         if progress is not None:
-            progress(steps_taken, opts.steps, {"loss": float(loss.mean()), "l2": float(l2.mean()),
+            progress(steps_taken, opts.steps, {"loss": float(loss.detach().mean()), "l2": float(l2.mean()),
                                                "best_l2": float(best_l2.max()),
                                                "done": int(best_ok.sum()), "batch": batch})
         if opts.early_stop and bool(ok.all()):

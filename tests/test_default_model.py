@@ -1,0 +1,43 @@
+import json
+
+import torch
+from click.testing import CliRunner
+
+import pulse_sr
+from pulse_sr.cli import main
+
+
+def test_default_model_loads_offline():
+    G = pulse_sr.load_generator("default")
+    assert G.resolution == 64 and G.num_ws == 10 and G.w_dim == 256
+    assert G.gaussian_fit["mean"].shape == (256,) and (G.gaussian_fit["std"] > 0).all()
+    assert "non-commercial" in G.extras["licence"]
+    with torch.no_grad():
+        img = G.sample(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0)), noise_mode="const")
+    assert img.shape == (2, 3, 64, 64) and torch.isfinite(img).all()
+    # A trained model: bounded outputs with real contrast, deterministic with const noise.
+    assert img.abs().max() < 3 and (img.clamp(-1, 1).flatten(1).std(1) > 0.2).all()
+    with torch.no_grad():
+        again = G.sample(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0)), noise_mode="const")
+    assert torch.equal(img, again)
+
+
+def test_two_step_pulse_on_default_model():
+    G = pulse_sr.load_generator("default")
+    lr = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    r = pulse_sr.upsample(lr, G, samples=2, seed=0, steps=2)
+    assert r.images.shape == (2, 3, 64, 64) and r.downscaled.shape == (2, 3, 8, 8)
+    assert r.loss_history.shape == (2, 2) and torch.isfinite(r.best_l2).all()
+
+
+def test_demo_command_two_steps(tmp_path):
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--steps", "2", "--samples", "2",
+                                    "--no-photo"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    grid = tmp_path / "demo_sampled_grid.png"
+    assert grid.exists() and str(grid) in res.output
+    from PIL import Image
+    w, h = Image.open(grid).size
+    assert (w, h) == (2 + 4 * 66, 2 + 2 * 66)  # 2 rows of LR, bicubic/HR and 2 samples, 2-px padding
+    rep = json.loads((tmp_path / "demo_sampled_report.json").read_text())
+    assert rep["steps"] == 2 and len(rep["samples"]) == 2
