@@ -25,6 +25,7 @@ import torch
 from .bicubic import bicubic_downscale
 from .errors import InputSizeError
 from .losses import PulseLoss, parse_loss
+from .paths import cache_dir
 from .prior import gaussian_fit_for, latent_to_w
 from .schedules import SCHEDULES, OPTIMIZERS, lr_factor, make_optimizer
 from .sphere import project_, vector_norms
@@ -151,7 +152,7 @@ def upsample(lr_image: Union[torch.Tensor, "PIL.Image.Image"], generator, option
     lr = _as_batch(lr_image)
     n_inputs, _, h, w = lr.shape
     factor = check_lr_size(h, w, G.resolution)
-    fit = gaussian_fit_for(G)
+    fit = gaussian_fit_for(G, cache=cache_dir() / "gaussian_fit")
     fit = {k: v.to(dev) for k, v in fit.items()}
 
     batch = n_inputs * samples

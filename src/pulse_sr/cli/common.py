@@ -30,7 +30,34 @@ def load_model_or_exit(model: str, mapping=None, gaussian_fit=None):
     from ..loading import load_generator
 
     try:
-        return load_generator(model, mapping_path=mapping, gaussian_fit_path=gaussian_fit)
+        G = load_generator(model, mapping_path=mapping, gaussian_fit_path=gaussian_fit)
+        if G.gaussian_fit is None:
+            _fit_with_progress(G)
+        return G
     except PulseError as exc:
         echo_err(f"error: {exc}")
         sys.exit(EXIT_BAD_INPUT)
+
+
+def _fit_with_progress(G) -> None:
+    """Compute (or read from the cache) the Gaussian fit, with a progress bar the first time."""
+    from tqdm import tqdm
+
+    from ..paths import cache_dir
+    from ..prior import gaussian_fit_for
+
+    bar = None
+
+    def progress(done, total):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="Gaussian fit of the mapping network (once per model)", unit="z",
+                       unit_scale=True, leave=False)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        gaussian_fit_for(G, cache=cache_dir() / "gaussian_fit", progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
