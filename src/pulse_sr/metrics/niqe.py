@@ -44,7 +44,7 @@ from typing import Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["niqe", "niqe_batch", "load_pristine_model", "matlab_imresize_half", "rgb_to_plane"]
+__all__ = ["niqe", "niqe_batch", "load_pristine_model", "imresize_matrix", "matlab_imresize_half", "rgb_to_plane"]
 
 BLOCK_SIZE = 96  # the block size the pristine model was fitted with
 PARAMS_FILE = "niqe_pris_params.npz"
@@ -107,8 +107,11 @@ def _cubic(x: np.ndarray) -> np.ndarray:
             + (-0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0) * ((ax > 1) & (ax <= 2)))
 
 
-def _resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
-    """(out_len, in_len) matrix of MATLAB imresize's contributions along one axis."""
+def imresize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
+    """(out_len, in_len) matrix of MATLAB ``imresize``'s bicubic weights along one axis.
+
+    Antialiased when shrinking (scale < 1), as MATLAB's default; ``M @ signal`` resizes.
+    """
     width = 4.0
     if scale < 1:  # antialiasing: stretch the kernel by 1/scale
         kernel = lambda t: scale * _cubic(scale * t)  # noqa: E731
@@ -134,8 +137,8 @@ def matlab_imresize_half(img: np.ndarray) -> np.ndarray:
     """MATLAB's ``imresize(img, 0.5)`` for a double (H, W) image: bicubic, antialiased."""
     h, w = img.shape
     out_h, out_w = int(math.ceil(h * 0.5)), int(math.ceil(w * 0.5))
-    rows = _resize_matrix(h, out_h, 0.5)
-    cols = _resize_matrix(w, out_w, 0.5)
+    rows = imresize_matrix(h, out_h, 0.5)
+    cols = imresize_matrix(w, out_w, 0.5)
     # MATLAB resizes along the first dimension first when both scales are equal.
     return (rows @ img) @ cols.T
 
