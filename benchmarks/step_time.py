@@ -1,0 +1,48 @@
+"""Seconds per PULSE step at 1024 px: full-size StyleGAN v1 with random weights, batch 1.
+
+    python benchmarks/step_time.py [--steps 6] [--resolution 1024] [--device cpu] [--batch 1]
+
+Prints the first-step time, the median of the remaining steps, and peak RSS.
+"""
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from pulse_sr import PulseOptions, StyleGAN1Generator, upsample
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--resolution", type=int, default=1024)
+    p.add_argument("--lr-size", type=int, default=16)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    G = StyleGAN1Generator(resolution=args.resolution).eval().requires_grad_(False)
+    G.gaussian_fit = {"mean": torch.zeros(G.w_dim), "std": torch.ones(G.w_dim)}
+    lr = torch.rand(3, args.lr_size, args.lr_size)
+    stamps = []
+    t0 = time.perf_counter()
+    r = upsample(lr, G, PulseOptions(steps=args.steps), samples=args.batch, seed=0, device=args.device,
+                 progress=lambda s, n, info: stamps.append(time.perf_counter()))
+    times = [b - a for a, b in zip([t0] + stamps[:-1], stamps)]
+    steady = statistics.median(times[1:]) if len(times) > 1 else times[0]
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    print(f"device={args.device} res={args.resolution} batch={args.batch} threads={torch.get_num_threads()} "
+          f"first_step_s={times[0]:.3f} steady_s_per_step={steady:.3f} "
+          f"per_image_s_per_step={steady / args.batch:.3f} peak_rss_gb={rss_gb:.2f}")
+    return steady
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
