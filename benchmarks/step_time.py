@@ -24,12 +24,14 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--nchw", action="store_true", help="keep activations NCHW (default: channels-last)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     G = StyleGAN1Generator(resolution=args.resolution).eval().requires_grad_(False)
     G.gaussian_fit = {"mean": torch.zeros(G.w_dim), "std": torch.ones(G.w_dim)}
+    G.synthesis.channels_last = not args.nchw
     lr = torch.rand(3, args.lr_size, args.lr_size)
     stamps = []
     t0 = time.perf_counter()
@@ -38,9 +40,14 @@ def main(argv=None):
     times = [b - a for a, b in zip([t0] + stamps[:-1], stamps)]
     steady = statistics.median(times[1:]) if len(times) > 1 else times[0]
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    print(f"device={args.device} res={args.resolution} batch={args.batch} threads={torch.get_num_threads()} "
+    if args.device.startswith("cuda"):
+        rss_gb = torch.cuda.max_memory_allocated() / 1e9  # report GPU memory instead
+    layout = "nchw" if args.nchw else "channels_last"
+    print(f"device={args.device} layout={layout} res={args.resolution} batch={args.batch} "
+          f"threads={torch.get_num_threads()} "
           f"first_step_s={times[0]:.3f} steady_s_per_step={steady:.3f} "
-          f"per_image_s_per_step={steady / args.batch:.3f} peak_rss_gb={rss_gb:.2f}")
+          f"per_image_s_per_step={steady / args.batch:.3f} images_per_min_100steps={60 * args.batch / (100 * steady):.2f} "
+          f"peak_mem_gb={rss_gb:.2f}")
     return steady
 
 

@@ -26,6 +26,7 @@ from .bicubic import bicubic_downscale
 from .errors import InputSizeError
 from .losses import PulseLoss, parse_loss
 from .paths import cache_dir
+from .perf import tune_malloc
 from .prior import gaussian_fit_for, latent_to_w
 from .schedules import SCHEDULES, OPTIMIZERS, lr_factor, make_optimizer
 from .sphere import project_, vector_norms
@@ -148,6 +149,8 @@ def upsample(lr_image: Union[torch.Tensor, "PIL.Image.Image"], generator, option
         raise ValueError(f"samples must be at least 1, got {samples}")
     G = generator
     dev = pick_device(device)
+    if dev.type == "cpu":
+        tune_malloc()
     G.to(dev)
     lr = _as_batch(lr_image)
     n_inputs, _, h, w = lr.shape
