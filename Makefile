@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch first, so that the package's plain `torch` requirement
 	# does not pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,align]'
 	touch $(STAMP)
 
 test: $(STAMP)

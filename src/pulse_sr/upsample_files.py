@@ -14,7 +14,7 @@ from typing import Callable, List, Optional
 
 import torch
 
-from .errors import InputImageError, InputSizeError, PulseError
+from .errors import InputImageError, PulseError
 from .images import load_rgb, pil_to_tensor, save_image
 from .search import PulseOptions, check_lr_size, upsample
 
@@ -69,7 +69,7 @@ def upsample_files(files: List[Path], G, out_dir: Path, opts: PulseOptions, samp
     for path in files:
         try:
             items = prepare_lr(path, G.resolution, lr_size, align, G)
-        except (InputImageError, InputSizeError) as exc:
+        except PulseError as exc:  # unreadable, wrong size, no face, no template...
             log(f"error: {exc}")
             report["errors"].append({"input": str(path), "error": str(exc)})
             continue
