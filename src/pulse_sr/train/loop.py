@@ -132,7 +132,7 @@ def train(opts: TrainOptions, log=print) -> Path:
         opt_G.load_state_dict(ck["opt_G"])
         opt_D.load_state_dict(ck["opt_D"])
         nimg = int(ck["nimg"])
-        log(f"resumed from {ckpt_path} at {nimg / 1000:.1f} kimg")
+        log(f"resumed from {ckpt_path} at {nimg / 1000:.3f} kimg")
 
     log(f"loading data from {opts.data}")
     data = load_dataset(opts.data, opts.resolution, opts.limit)
@@ -218,7 +218,7 @@ def train(opts: TrainOptions, log=print) -> Path:
             now = time.time()
             rate = (nimg - n_log) / max(now - t_log, 1e-9)
             t_log, n_log = now, nimg
-            rec = {"kimg": round(nimg / 1000, 2), "loss_G": round(loss_G.item(), 4),
+            rec = {"kimg": round(nimg / 1000, 3), "loss_G": round(loss_G.item(), 4),
                    "loss_D": round(loss_D.item(), 4), "r1": round(stats.get("r1", float("nan")), 4),
                    "img_per_s": round(rate, 1), "minutes": round((now - start) / 60, 2)}
             log(" ".join(f"{k} {v}" for k, v in rec.items()))

@@ -1,0 +1,74 @@
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pulse_sr.model_io import load_saved_generator
+from pulse_sr.train.augment import diff_augment
+from pulse_sr.train.dataset import load_dataset, write_pack
+from pulse_sr.train.loop import TrainOptions, train
+
+
+def _data(tmp_path, n=8):
+    d = tmp_path / "data"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        small = Image.fromarray(rng.integers(0, 255, (3, 3, 3), dtype=np.uint8))
+        small.resize((24, 24), Image.BILINEAR).save(d / f"{i}.png")  # smooth, so JPEG keeps it
+    return d
+
+
+def _opts(data, out, kimg):
+    return TrainOptions(data=str(data), out=str(out), resolution=16, latent_dim=16, w_dim=16, mapping_layers=2,
+                        fmap_base=64, fmap_max=16, d_channel_base=64, d_channel_max=16, batch=4,
+                        total_kimg=kimg, log_every=1, sample_every_kimg=0.004, checkpoint_every_kimg=0.004,
+                        device="cpu")
+
+
+def test_train_writes_outputs_and_resumes(tmp_path):
+    data = _data(tmp_path)
+    out = tmp_path / "run"
+    logs = []
+    final = train(_opts(data, out, 0.008), log=logs.append)
+    assert final.exists() and (out / "checkpoint.pt").exists() and (out / "samples_final.png").exists()
+    recs = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in recs] == [0.004, 0.008]
+    assert all(np.isfinite(r["loss_G"]) and r["img_per_s"] > 0 for r in recs)
+    assert Image.open(out / "samples_final.png").size == (8 * 16, 8 * 16)
+    G, fit, extras = load_saved_generator(final)
+    assert G.resolution == 16 and extras["trained_kimg"] == 0.008
+    # Resume: starts from the checkpoint's image count, not from zero.
+    logs.clear()
+    train(_opts(data, out, 0.016), log=logs.append)
+    assert any("resumed" in l and "at 0.008 kimg" in l for l in logs)
+    recs = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in recs][-2:] == [0.012, 0.016]
+    G2, _, extras2 = load_saved_generator(final)
+    assert extras2["trained_kimg"] == 0.016
+    assert not torch.equal(G.synthesis.layers[1].weight, G2.synthesis.layers[1].weight)
+
+
+def test_resume_with_other_config_is_refused(tmp_path):
+    data = _data(tmp_path)
+    out = tmp_path / "run"
+    train(_opts(data, out, 0.004), log=lambda s: None)
+    other = _opts(data, out, 0.008)
+    other.fmap_max = 8
+    import pytest
+    with pytest.raises(ValueError, match="differs"):
+        train(other, log=lambda s: None)
+
+
+def test_pack_roundtrip_and_augment(tmp_path):
+    data = _data(tmp_path, n=3)
+    assert write_pack(data, tmp_path / "p.npz", 16, quality=95) == 3
+    a = load_dataset(data, 16)
+    b = load_dataset(tmp_path / "p.npz", 16)
+    assert a.shape == b.shape == (3, 3, 16, 16) and a.dtype == torch.uint8
+    assert (a.float() - b.float()).abs().mean() < 3  # the pack is JPEG: close, not exact
+    x = torch.rand(4, 3, 16, 16)
+    assert diff_augment(x, "").equal(x)
+    y = diff_augment(x, "color,translation,cutout")
+    assert y.shape == x.shape and not torch.equal(x, y)
