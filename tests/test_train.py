@@ -67,7 +67,7 @@ def test_pack_roundtrip_and_augment(tmp_path):
     a = load_dataset(data, 16)
     b = load_dataset(tmp_path / "p.npz", 16)
     assert a.shape == b.shape == (3, 3, 16, 16) and a.dtype == torch.uint8
-    assert (a.float() - b.float()).abs().mean() < 3  # the pack is JPEG: close, not exact
+    assert (a.float() - b.float()).abs().mean() < 6  # the pack is JPEG (chroma subsampled): close, not exact
     x = torch.rand(4, 3, 16, 16)
     assert diff_augment(x, "").equal(x)
     y = diff_augment(x, "color,translation,cutout")
