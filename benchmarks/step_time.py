@@ -25,13 +25,20 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--nchw", action="store_true", help="keep activations NCHW (default: channels-last)")
+    p.add_argument("--baseline", action="store_true",
+                   help="the first implementation: reference epilogue ops, NCHW, glibc's default malloc")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     G = StyleGAN1Generator(resolution=args.resolution).eval().requires_grad_(False)
     G.gaussian_fit = {"mean": torch.zeros(G.w_dim), "std": torch.ones(G.w_dim)}
-    G.synthesis.channels_last = not args.nchw
+    G.synthesis.channels_last = not (args.nchw or args.baseline)
+    if args.baseline:
+        import os
+        os.environ["PULSE_NO_MALLOC_TUNING"] = "1"
+        for layer in G.synthesis.layers:
+            layer.fused = False
     lr = torch.rand(3, args.lr_size, args.lr_size)
     stamps = []
     t0 = time.perf_counter()
@@ -42,7 +49,7 @@ def main(argv=None):
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     if args.device.startswith("cuda"):
         rss_gb = torch.cuda.max_memory_allocated() / 1e9  # report GPU memory instead
-    layout = "nchw" if args.nchw else "channels_last"
+    layout = "baseline" if args.baseline else ("nchw" if args.nchw else "channels_last")
     print(f"device={args.device} layout={layout} res={args.resolution} batch={args.batch} "
           f"threads={torch.get_num_threads()} "
           f"first_step_s={times[0]:.3f} steady_s_per_step={steady:.3f} "
