@@ -20,6 +20,7 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--resolution", type=int, default=1024)
+    p.add_argument("--model", default=None, help="benchmark a real model (e.g. 'default') instead of random weights")
     p.add_argument("--lr-size", type=int, default=16)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -31,8 +32,13 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    G = StyleGAN1Generator(resolution=args.resolution).eval().requires_grad_(False)
-    G.gaussian_fit = {"mean": torch.zeros(G.w_dim), "std": torch.ones(G.w_dim)}
+    if args.model:
+        import pulse_sr
+        G = pulse_sr.load_generator(args.model)
+        args.resolution = G.resolution
+    else:
+        G = StyleGAN1Generator(resolution=args.resolution).eval().requires_grad_(False)
+        G.gaussian_fit = {"mean": torch.zeros(G.w_dim), "std": torch.ones(G.w_dim)}
     G.synthesis.channels_last = not (args.nchw or args.baseline)
     if args.baseline:
         import os
@@ -50,7 +56,8 @@ def main(argv=None):
     if args.device.startswith("cuda"):
         rss_gb = torch.cuda.max_memory_allocated() / 1e9  # report GPU memory instead
     layout = "baseline" if args.baseline else ("nchw" if args.nchw else "channels_last")
-    print(f"device={args.device} layout={layout} res={args.resolution} batch={args.batch} "
+    print(f"model={args.model or 'random'} device={args.device} layout={layout} res={args.resolution} "
+          f"batch={args.batch} "
           f"threads={torch.get_num_threads()} "
           f"first_step_s={times[0]:.3f} steady_s_per_step={steady:.3f} "
           f"per_image_s_per_step={steady / args.batch:.3f} images_per_min_100steps={60 * args.batch / (100 * steady):.2f} "
