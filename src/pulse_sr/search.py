@@ -23,6 +23,7 @@ from typing import Callable, List, Optional, Sequence, Union
 import torch
 
 from .bicubic import bicubic_downscale
+from .devices import pick_device
 from .errors import InputSizeError
 from .losses import PulseLoss, parse_loss
 from .paths import cache_dir
@@ -86,18 +87,6 @@ class PulseResult:
     @property
     def all_success(self) -> bool:
         return bool(self.success.all())
-
-
-def pick_device(device=None) -> torch.device:
-    """cuda if available, else mps, else cpu (or the one asked for)."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def valid_lr_sizes(resolution: int) -> List[int]:

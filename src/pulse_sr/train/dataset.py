@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+from ..images import IMAGE_SUFFIXES, to_rgb
 
 
 def list_images(folder) -> List[Path]:
@@ -24,7 +24,7 @@ def list_images(folder) -> List[Path]:
 
 
 def _resize(img: Image.Image, resolution: int) -> np.ndarray:
-    img = img.convert("RGB")
+    img = to_rgb(img)
     if img.size != (resolution, resolution):
         img = img.resize((resolution, resolution), Image.LANCZOS)
     return np.asarray(img, dtype=np.uint8)

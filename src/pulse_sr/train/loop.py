@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -19,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..devices import pick_device
+from ..images import make_grid, save_image
 from ..model_io import save_generator
 from ..networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
 from .augment import diff_augment
@@ -57,30 +58,11 @@ class TrainOptions:
     threads: int = 0                   # torch CPU threads (0 = default).
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def save_grid(images: torch.Tensor, path, nrow: int) -> None:
-    """(N, 3, H, W) in [-1, 1] -> PNG grid."""
-    from PIL import Image
-
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    n, c, h, w = x.shape
-    ncol = nrow
-    nrows = math.ceil(n / ncol)
-    grid = torch.zeros(c, nrows * h, ncol * w, dtype=torch.uint8)
-    for i in range(n):
-        r, col = divmod(i, ncol)
-        grid[:, r * h:(r + 1) * h, col * w:(col + 1) * w] = x[i]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+    """(N, 3, H, W) in [-1, 1] -> PNG grid with ``nrow`` images per row."""
+    x = (images.detach().float().cpu() + 1) / 2
+    rows = [list(x[i:i + nrow]) for i in range(0, x.shape[0], nrow)]
+    save_image(make_grid(rows, pad=0), path)
 
 
 def _mixed_ws(G: StyleGAN1Generator, z: torch.Tensor, prob: float) -> torch.Tensor:
