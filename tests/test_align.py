@@ -360,3 +360,22 @@ def test_cli_no_detect_resizes_a_24px_crop(tmp_path):
     np.testing.assert_array_equal(np.asarray(hr), np.asarray(tiny.resize((64, 64), Image.BICUBIC)))
     # The LR is the exact bicubic downscale of the 24-px input itself (factor 3).
     np.testing.assert_array_equal(np.asarray(lr), np.asarray(A.prepare_lr(tiny, 8)))
+
+
+@needs_detector
+def test_upsample_align_end_to_end(tmp_path, astronaut):
+    from pulse_sr.cli import main as cli
+
+    astronaut.save(tmp_path / "astronaut.png")
+    Image.new("RGB", (120, 90), (200, 40, 40)).save(tmp_path / "wall.png")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["upsample", str(tmp_path / "astronaut.png"), str(tmp_path / "wall.png"),
+                                 "--align", "--out", str(out), "--steps", "2", "--quiet"],
+                           catch_exceptions=False)
+    assert r.exit_code == 2  # the wall has no face: an input error, the astronaut still ran
+    assert "wall.png: no face found" in r.output
+    assert Image.open(out / "astronaut_face0.png").size == (64, 64)
+    assert Image.open(out / "astronaut_face0_lr.png").size == (8, 8)
+    rep = json.loads((out / "report.json").read_text())
+    assert [e["output"] for e in rep["results"]] == ["astronaut_face0.png"]
+    assert rep["errors"][0]["input"].endswith("wall.png")
