@@ -25,11 +25,14 @@ def _parse_layers(text: str):
 @click.option("--gaussian-fit", type=click.Path(exists=True, dir_okay=False), help="PULSE gaussian_fit.pt.")
 @click.option("--samples", default=1, show_default=True, type=click.IntRange(1), help="HR samples per input (one batch).")
 @click.option("--seed", type=int, default=None, help="Seed of sample 0 (sample k uses seed+k); random if unset.")
-@click.option("--steps", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(1), help="Optimisation steps.")
 @click.option("--eps", default=2e-3, show_default=True, type=float, help="Success threshold on the downscaling L2.")
-@click.option("--loss", "loss_str", default="100*L2+0.05*GEOCROSS", show_default=True)
-@click.option("--noise", type=click.Choice(["zero", "fixed", "trainable"]), default="trainable", show_default=True)
-@click.option("--trainable-noise-layers", default=5, show_default=True, type=click.IntRange(0))
+@click.option("--loss", "loss_str", default="100*L2+0.05*GEOCROSS", show_default=True,
+              help="Weighted terms joined by '+': L2 or L1 (downscaling), GEOCROSS (latent cross loss).")
+@click.option("--noise", type=click.Choice(["zero", "fixed", "trainable"]), default="trainable", show_default=True,
+              help="Per-layer noise maps: zero, fixed random, or optimised for the first layers.")
+@click.option("--trainable-noise-layers", default=5, show_default=True, type=click.IntRange(0),
+              help="With --noise trainable: how many of the first noise maps are optimised.")
 @click.option("--bad-noise-layers", default="-1", show_default=True,
               help="Noise layers forced to zero, '.'-separated; -1 is the last layer (17 on a 1024-px model).")
 @click.option("--tile-latent", is_flag=True, help="One latent for all layers instead of W+.")
