@@ -204,6 +204,22 @@ def _check_kwargs(what: str, kwargs: dict, required: Mapping[str, object]) -> No
         raise ModelFormatError(f"{what}: unsupported architecture options: {', '.join(bad)}")
 
 
+def _resolution_and_channels(blocks, const_channels, conv1_channels, what: str) -> Tuple[int, Dict[int, int]]:
+    """Resolution from the block sizes found, and feature maps per stage.
+
+    ``const_channels()`` reads the 4x4 constant's channels and
+    ``conv1_channels(r)`` the output channels of block r's second conv.
+    """
+    resolution = max(blocks)
+    log2 = int(round(math.log2(resolution)))
+    if resolution != 2 ** log2 or not 8 <= resolution <= 1024:
+        raise ModelFormatError(f"{what}: resolution {resolution} is not a power of two in [8, 1024]")
+    channels = {1: const_channels()}
+    for s in range(2, log2):
+        channels[s] = conv1_channels(2 ** (s + 1))
+    return resolution, channels
+
+
 def _fit_fmaps(channels: Dict[int, int], hint: Tuple[float, float, int], what: str) -> Tuple[int, float, int]:
     """Find (fmap_base, fmap_decay, fmap_max) such that ``nf(stage)`` gives ``channels``.
 
@@ -357,18 +373,12 @@ def _infer_tf_config(Gs: _TFNetworkStub, variables: Mapping[str, object], what: 
               for m in [re.match(r"G_synthesis/(\d+)x\1/", name)] if m]
     if not blocks:
         raise ModelFormatError(f"{what}: no synthesis variables like 'G_synthesis/4x4/Const/const' found")
-    resolution = max(blocks)
-    if "resolution" in syn_kw and int(syn_kw["resolution"]) != resolution:
+    if "resolution" in syn_kw and int(syn_kw["resolution"]) != max(blocks):
         raise ModelFormatError(f"{what}: static_kwargs say resolution {syn_kw['resolution']} "
-                               f"but the largest block is {resolution}x{resolution}")
-    log2 = int(round(math.log2(resolution)))
-    if resolution != 2 ** log2 or not 8 <= resolution <= 1024:
-        raise ModelFormatError(f"{what}: resolution {resolution} is not a power of two in [8, 1024]")
-
-    channels = {1: _require(variables, "G_synthesis/4x4/Const/const", what, 4)[1]}
-    for s in range(2, log2):
-        r = 2 ** (s + 1)
-        channels[s] = _require(variables, f"G_synthesis/{r}x{r}/Conv1/weight", what, 4)[3]
+                               f"but the largest block is {max(blocks)}x{max(blocks)}")
+    resolution, channels = _resolution_and_channels(
+        blocks, lambda: _require(variables, "G_synthesis/4x4/Const/const", what, 4)[1],
+        lambda r: _require(variables, f"G_synthesis/{r}x{r}/Conv1/weight", what, 4)[3], what)
     try:
         hint = (float(syn_kw.get("fmap_base", 8192)), float(syn_kw.get("fmap_decay", 1.0)),
                 int(syn_kw.get("fmap_max", 512)))
@@ -571,14 +581,9 @@ def load_pulse_state_dicts(synthesis_path, mapping_path=None) -> StyleGAN1Genera
     blocks = [int(m.group(1)) for k in sd for m in [re.match(r"blocks\.(\d+)x\1\.", k)] if m]
     if not blocks:
         raise ModelFormatError(f"{what}: no keys like 'blocks.4x4.const'; not a PULSE synthesis.pt")
-    resolution = max(blocks)
-    log2 = int(round(math.log2(resolution)))
-    if resolution != 2 ** log2 or not 8 <= resolution <= 1024:
-        raise ModelFormatError(f"{what}: resolution {resolution} is not a power of two in [8, 1024]")
-    channels = {1: _key_shape(sd, "blocks.4x4.const", what, 4)[1]}
-    for s in range(2, log2):
-        r = 2 ** (s + 1)
-        channels[s] = _key_shape(sd, f"blocks.{r}x{r}.conv1.weight", what, 4)[0]
+    resolution, channels = _resolution_and_channels(
+        blocks, lambda: _key_shape(sd, "blocks.4x4.const", what, 4)[1],
+        lambda r: _key_shape(sd, f"blocks.{r}x{r}.conv1.weight", what, 4)[0], what)
     fmap_base, fmap_decay, fmap_max = _fit_fmaps(channels, (8192, 1.0, 512), what)
     w_dim = _key_shape(sd, "blocks.4x4.epi1.style_mod.lin.weight", what, 2)[1]
     num_channels = _key_shape(sd, "torgb.weight", what, 4)[0]
