@@ -48,7 +48,7 @@ def main(argv=None):
     lr = torch.rand(3, args.lr_size, args.lr_size)
     stamps = []
     t0 = time.perf_counter()
-    r = upsample(lr, G, PulseOptions(steps=args.steps), samples=args.batch, seed=0, device=args.device,
+    upsample(lr, G, PulseOptions(steps=args.steps), samples=args.batch, seed=0, device=args.device,
                  progress=lambda s, n, info: stamps.append(time.perf_counter()))
     times = [b - a for a, b in zip([t0] + stamps[:-1], stamps)]
     steady = statistics.median(times[1:]) if len(times) > 1 else times[0]

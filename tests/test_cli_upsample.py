@@ -121,3 +121,12 @@ def test_save_intermediate(tmp_path, model_file):
          "--save-intermediate", "--quiet"])
     assert sorted(p.name for p in (out / "a" / "HR").iterdir()) == ["a_0000.png", "a_0001.png", "a_0002.png"]
     assert len(list((out / "a" / "LR").iterdir())) == 3
+
+
+def test_command_with_missing_dependency_says_so(monkeypatch):
+    import pulse_sr.cli as cli
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "ghost", ("pulse_sr.no_such_module", "ghost"))
+    r = CliRunner().invoke(main, ["ghost"])
+    assert r.exit_code == 1
+    assert "'pulse ghost' is unavailable: No module named 'pulse_sr.no_such_module'" in r.output

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pulse_sr import InputSizeError, PulseOptions, upsample
+from pulse_sr import InputSizeError, upsample
 from pulse_sr.bicubic import bicubic_downscale
 from pulse_sr.losses import geocross, parse_loss, PulseLoss
 from pulse_sr.prior import latent_to_w

@@ -1,5 +1,11 @@
 """Typed exceptions raised by the library; the CLI turns them into one-line messages."""
 
+# Exit codes of the commands, also recorded in report.json.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2      # bad usage or input
+EXIT_NOT_FOUND = 3      # some searches did not reach eps, or some photos had no face
+
 
 class PulseError(Exception):
     """Base class for all pulse-sr errors."""

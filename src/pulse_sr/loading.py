@@ -9,7 +9,6 @@ Formats (see ``legacy.py`` and ``model_io.py``):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from .errors import ModelFormatError
 from .networks.stylegan1 import StyleGAN1Generator

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from typing import Callable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Union
 
 import torch
 
@@ -31,6 +31,9 @@ from .perf import tune_malloc
 from .prior import gaussian_fit_for, latent_to_w
 from .schedules import SCHEDULES, OPTIMIZERS, lr_factor, make_optimizer
 from .sphere import project_, vector_norms
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 NOISE_TYPES = ("zero", "fixed", "trainable")
 

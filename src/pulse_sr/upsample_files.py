@@ -8,17 +8,15 @@ entry in ``report.json``. A bad input is recorded and skipped.
 from __future__ import annotations
 
 import json
-import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, List, Optional
 
-import torch
 
-from .errors import InputImageError, PulseError
+from .errors import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, InputImageError, PulseError
 from .images import load_rgb, pil_to_tensor, save_image
 from .search import PulseOptions, check_lr_size, upsample
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_FOUND = 0, 2, 3
 
 
 def _tqdm_progress(desc: str, enabled: bool):
@@ -54,6 +52,13 @@ def prepare_lr(path: Path, resolution: int, lr_size: Optional[int], align: bool,
     return [(path.stem, x)]
 
 
+def _save_intermediate(out_dir: Path, stem: str, samples: int, step: int, hr, lo) -> None:
+    for k in range(hr.shape[0]):
+        tag = f"_{k}" if samples > 1 else ""
+        save_image(hr[k], out_dir / stem / "HR" / f"{stem}{tag}_{step:04d}.png")
+        save_image(lo[k], out_dir / stem / "LR" / f"{stem}{tag}_{step:04d}.png")
+
+
 def upsample_files(files: List[Path], G, out_dir: Path, opts: PulseOptions, samples: int = 1,
                    seed: Optional[int] = None, lr_size: Optional[int] = None, align: bool = False,
                    device=None, save_intermediate: bool = False, progress: bool = True,
@@ -74,13 +79,7 @@ def upsample_files(files: List[Path], G, out_dir: Path, opts: PulseOptions, samp
             report["errors"].append({"input": str(path), "error": str(exc)})
             continue
         for stem, lr in items:
-            callback = None
-            if save_intermediate:
-                def callback(step, hr, lo, stem=stem):
-                    for k in range(hr.shape[0]):
-                        tag = f"_{k}" if samples > 1 else ""
-                        save_image(hr[k], out_dir / stem / "HR" / f"{stem}{tag}_{step:04d}.png")
-                        save_image(lo[k], out_dir / stem / "LR" / f"{stem}{tag}_{step:04d}.png")
+            callback = (partial(_save_intermediate, out_dir, stem, samples) if save_intermediate else None)
             prog, bar = _tqdm_progress(stem, progress)
             try:
                 res = upsample(lr, G, opts, samples=samples, seed=seed, device=device, progress=prog,

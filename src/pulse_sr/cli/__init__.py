@@ -27,7 +27,7 @@ class LazyGroup(click.Group):
         # Library errors are expected: one line, exit 2 (bad usage or input).
         # Anything else is a bug or an environment problem: one line, exit 1,
         # unless PULSE_DEBUG=1 asks for the traceback.
-        from ..errors import PulseError
+        from ..errors import EXIT_BAD_INPUT, EXIT_ERROR, PulseError
 
         try:
             return super().invoke(ctx)
@@ -35,7 +35,7 @@ class LazyGroup(click.Group):
             raise
         except PulseError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -43,7 +43,7 @@ class LazyGroup(click.Group):
             if os.environ.get("PULSE_DEBUG"):
                 raise
             click.echo(f"error: {exc.__class__.__name__}: {exc} (set PULSE_DEBUG=1 for a traceback)", err=True)
-            sys.exit(1)
+            sys.exit(EXIT_ERROR)
 
     def list_commands(self, ctx):
         return sorted(SUBCOMMANDS)
@@ -55,9 +55,11 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(module), attr)
         except ImportError as exc:
-            @click.command(name, help=f"(unavailable: {exc})")
+            reason = str(exc)  # `exc` is unbound once the except block ends
+
+            @click.command(name, help=f"(unavailable: {reason})")
             def unavailable():
-                raise click.ClickException(f"'pulse {name}' is unavailable: {exc}")
+                raise click.ClickException(f"'pulse {name}' is unavailable: {reason}")
             return unavailable
 
 

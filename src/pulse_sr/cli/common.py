@@ -6,10 +6,10 @@ import sys
 
 import click
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
-EXIT_NOT_FOUND = 3  # some searches did not reach eps, or some photos had no face
+from ..errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK
+
+__all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_BAD_INPUT", "EXIT_NOT_FOUND", "echo_err", "search_options",
+           "load_model_or_exit"]
 
 
 def echo_err(msg: str) -> None:
