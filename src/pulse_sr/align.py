@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter
 
 from .errors import InputImageError, InputSizeError, PulseError
 
@@ -85,30 +85,10 @@ class Face:
 # Images.
 
 def load_image(path) -> Image.Image:
-    """Read ``path`` as an 8-bit RGB PIL image, whatever its mode.
+    """Read ``path`` as an 8-bit RGB PIL image, whatever its mode (see ``images.load_rgb``)."""
+    from .images import load_rgb
 
-    EXIF orientation is applied; grayscale is replicated; alpha is composited on
-    white; 16-bit images are scaled to 8 bits; CMYK is converted. Raises
-    InputImageError with a one-line reason for anything unreadable.
-    """
-    from .images import to_rgb
-
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            if img.mode.startswith("I;16"):
-                # Known 16-bit data: scale exactly (65535 -> 255), even for a dark image.
-                arr = np.asarray(img, dtype=np.uint32)
-                img = Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8), "L")
-            return to_rgb(img)
-    except FileNotFoundError:
-        raise InputImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputImageError(f"{path}: is a directory, not an image") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InputImageError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+    return load_rgb(path)
 
 
 def _as_rgb(image) -> Image.Image:

@@ -18,7 +18,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> RGB: EXIF orientation applied, alpha composited on white,
     grayscale replicated, 16-bit scaled to 8-bit, CMYK converted."""
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode.startswith("I;16"):
+        # Known 16-bit data: scale exactly (65535 -> 255), even for a dark image.
+        arr = np.asarray(img, dtype=np.uint32)
+        img = Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8), "L")
+    if img.mode == "I":
+        # 32-bit integer mode carries no bit depth: 8-bit values stay, larger ones are 16-bit.
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if arr.max() > 255 else 255.0
         img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
@@ -41,7 +46,9 @@ def load_rgb(path) -> Image.Image:
             return to_rgb(img)
     except FileNotFoundError:
         raise InputImageError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except IsADirectoryError:
+        raise InputImageError(f"{path}: is a directory, not an image") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InputImageError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
 
 
