@@ -12,7 +12,6 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -216,24 +215,3 @@ def train(opts: TrainOptions, log=print) -> Path:
                            extras={"trained_kimg": nimg / 1000, "training_data": str(opts.data)})
     log(f"wrote {final} after {nimg / 1000:.1f} kimg")
     return final
-
-
-def main(argv: Optional[list] = None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(description="Train a StyleGAN v1 generator (pulse-sr bundled model recipe).")
-    for f in dataclasses.fields(TrainOptions):
-        if f.name in ("data", "out"):
-            p.add_argument(f.name)
-        elif f.type in ("bool", bool):
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
-                           default=f.default)
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=f.default)
-    args = p.parse_args(argv)
-    train(TrainOptions(**vars(args)), log=lambda s: print(s, flush=True))
-
-
-if __name__ == "__main__":
-    main()
