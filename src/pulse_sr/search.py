@@ -175,11 +175,11 @@ def upsample(lr_image: Union[torch.Tensor, "PIL.Image.Image"], generator, option
         lat_rows.append(torch.randn(1 if opts.tile_latent else num_ws, w_dim, generator=g))
         noise_rows.append([torch.randn(1, r, r, generator=g) for r in res])
     latent = torch.stack(lat_rows).to(dev).requires_grad_(True)
-    noise: List[torch.Tensor] = []
+    noise: List[Optional[torch.Tensor]] = []
     noise_vars: List[torch.Tensor] = []
     for i, r in enumerate(res):
         if opts.noise == "zero" or i in bad:
-            noise.append(torch.zeros(batch, 1, r, r, device=dev))
+            noise.append(None)  # the same as a zero map, without a full-size pass
             continue
         n = torch.stack([row[i] for row in noise_rows]).to(dev)
         if opts.noise == "trainable" and i < opts.trainable_noise_layers:

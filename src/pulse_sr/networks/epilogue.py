@@ -21,6 +21,34 @@ import torch.nn.functional as F
 
 SLOPE = 0.2
 
+# Channels whose mean exceeds this many standard deviations get their variance
+# from torch.var_mean instead of E[x^2] - E[x]^2 (see channel_var_mean).
+_CANCELLATION_RATIO = 10.0
+
+
+def channel_var_mean(u: torch.Tensor):
+    """Biased variance and mean over (H, W), as ``torch.var_mean(u, (2, 3), keepdim=True, correction=0)``.
+
+    For channels-last CPU tensors torch's var_mean is a strided reduction that
+    ran 3-10x slower than memory bandwidth here (74 ms for 16x1024x1024). Viewed
+    as (B, H, W*C), the sums over H are contiguous vector adds; the W partial
+    sums are then added in float64. The variance comes from E[x^2] - E[x]^2,
+    which loses digits when a channel's mean is much larger than its spread, so
+    such tensors fall back to var_mean. Measured relative error in the variance
+    stays below 1e-5 (var_mean: about 5e-8).
+    """
+    B, C, H, W = u.shape
+    if (u.device.type != "cpu" or u.is_contiguous() or u.dtype != torch.float32
+            or not u.is_contiguous(memory_format=torch.channels_last)):
+        return torch.var_mean(u, dim=(2, 3), keepdim=True, correction=0)
+    v = u.permute(0, 2, 3, 1).reshape(B, H, W * C)           # a view, no copy
+    n = H * W
+    mean = v.sum(1).view(B, W, C).double().sum(1) / n
+    var = (v * v).sum(1).view(B, W, C).double().sum(1) / n - mean * mean
+    if bool((mean * mean > _CANCELLATION_RATIO ** 2 * var).any()):
+        return torch.var_mean(u, dim=(2, 3), keepdim=True, correction=0)
+    return var.clamp_min(0).float().view(B, C, 1, 1), mean.float().view(B, C, 1, 1)
+
 
 def epilogue_reference(x: torch.Tensor, noise: Optional[torch.Tensor], noise_strength: torch.Tensor,
                        bias: Optional[torch.Tensor], gamma: torch.Tensor, beta: torch.Tensor,
@@ -43,12 +71,12 @@ class _FusedEpilogue(torch.autograd.Function):
             u = torch.addcmul(x, noise, s)
             if bias is not None:
                 u.add_(bias.view(1, -1, 1, 1))
+            F.leaky_relu_(u, SLOPE)
         elif bias is not None:
-            u = x + bias.view(1, -1, 1, 1)
+            u = F.leaky_relu_(x + bias.view(1, -1, 1, 1), SLOPE)
         else:
-            u = x.clone()
-        F.leaky_relu_(u, SLOPE)
-        var, mean = torch.var_mean(u, dim=(2, 3), keepdim=True, correction=0)
+            u = F.leaky_relu(x, SLOPE)
+        var, mean = channel_var_mean(u)
         r = torch.rsqrt(var + eps)
         xhat = torch.addcmul(-mean * r, u, r)
         del u

@@ -118,12 +118,12 @@ def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + eps)
 
 
-def blur_121(x: torch.Tensor) -> torch.Tensor:
-    """Depthwise [1,2,1]x[1,2,1]/16 blur with zero padding, (B, C, H, W) -> same."""
+def blur_121(x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Depthwise [1,2,1]x[1,2,1]/16 blur with zero padding, (B, C, H, W) -> same, plus an optional bias."""
     k = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
     k = (k[:, None] * k[None, :]) / 16.0
     c = x.shape[1]
-    return F.conv2d(x, k.expand(c, 1, 3, 3), padding=1, groups=c)
+    return F.conv2d(x, k.expand(c, 1, 3, 3), bias, padding=1, groups=c)
 
 
 def upscale_nearest2x(x: torch.Tensor) -> torch.Tensor:
@@ -164,26 +164,28 @@ class SynthesisLayer(nn.Module):
         self.style = EqualizedLinear(w_dim, 2 * out_channels, gain=1.0)
         self.fused = True  # hand-written epilogue backward (see epilogue.py); False = reference ops
 
-    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+    def convolve(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The layer's convolution, with ``bias`` added at the end (after the blur) if given."""
         if self.kind == "const":
-            return x
+            return x if bias is None else x + bias.view(1, -1, 1, 1)
         w = self.weight * self.weight_gain
         if self.kind == "conv":
-            return F.conv2d(x, w, padding=1)
+            return F.conv2d(x, w, bias, padding=1)
         if self.kind == "up":
-            return blur_121(F.conv2d(upscale_nearest2x(x), w, padding=1))
+            return blur_121(F.conv2d(upscale_nearest2x(x), w, padding=1), bias)
         # Fused: pad the 3x3 kernel to 5x5 and sum the four shifted 4x4 windows,
         # then use it as a stride-2 transposed conv (official upscale2d_conv2d).
         w = F.pad(w, (1, 1, 1, 1))
         w = w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
         x = F.conv_transpose2d(x, w.transpose(0, 1), stride=2, padding=1)
-        return blur_121(x)
+        return blur_121(x, bias)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: Optional[torch.Tensor]) -> torch.Tensor:
-        # A plain 3x3 conv takes the bias itself; after upsampling the bias must
-        # come after the (zero-padded) blur, so the epilogue adds it.
-        if self.kind == "conv" and self.fused:
-            x = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=1)
+        # The fused path lets the last convolution (the blur, after upsampling)
+        # add the bias, which saves a full-size pass; the reference path adds it
+        # in the epilogue, as the official code does. The sum is the same.
+        if self.fused and self.kind != "const":
+            x = self.convolve(x, self.bias)
             bias = None
         else:
             x = self.convolve(x)
