@@ -104,3 +104,29 @@ def test_fused_layers_match_reference_layers():
         results.append((img.detach(),) + torch.autograd.grad(img.square().mean(), [wsv, nv]))
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()
+
+
+def test_fused_when_mean_dwarfs_spread():
+    # One channel sits far from zero with a small spread (mean ~49, std ~0.01):
+    # per-channel coefficients would cancel there, so the fused op must form
+    # xhat first. In float64 it must pass gradcheck; in float32 it must be no
+    # less accurate than the reference ops (both measured against float64).
+    x, n, s, b, gamma, beta = _inputs(torch.float64)
+    with torch.no_grad():
+        x[:, 1] = x[:, 1] * 0.01 + 50.0
+    args = (x, n, s, b, gamma, beta)
+    assert torch.allclose(epilogue_fused(*args, 1e-8), epilogue_reference(*args, 1e-8), atol=1e-10)
+    assert torch.autograd.gradcheck(lambda *a: epilogue_fused(*a, 1e-8), args)
+
+    w = torch.randn(2, 3, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+
+    def run(fn, tensors):
+        y = fn(*tensors, 1e-8)
+        return (y,) + torch.autograd.grad((y * w.to(y.dtype)).sum(), [tensors[0], tensors[4]])
+
+    truth = run(epilogue_reference, args)
+    args32 = tuple(a.detach().float().requires_grad_(True) for a in args)
+    for ref, fused, want in zip(run(epilogue_reference, args32), run(epilogue_fused, args32), truth):
+        ref_err = (ref.double() - want).abs().max()
+        fused_err = (fused.double() - want).abs().max()
+        assert fused_err <= 2 * ref_err + 1e-6, (fused_err, ref_err)

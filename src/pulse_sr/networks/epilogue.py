@@ -64,6 +64,13 @@ def epilogue_reference(x: torch.Tensor, noise: Optional[torch.Tensor], noise_str
 
 
 class _FusedEpilogue(torch.autograd.Function):
+    # Memory traffic, not arithmetic, is the cost at 512 and 1024 px, so the
+    # passes over full-size tensors are few: the forward keeps the leaky ReLU
+    # output u (not the normalised xhat = (u - mean) r) and writes
+    # y = u * (r gamma) + (beta - mean r gamma) in one pass; the backward works
+    # on u and g with per-channel coefficients. Where a channel's mean dwarfs its
+    # spread those coefficients would cancel, so the backward forms xhat first.
+
     @staticmethod
     def forward(ctx, x, noise, noise_strength, bias, gamma, beta, eps):
         s = noise_strength.view(1, -1, 1, 1)
@@ -78,30 +85,41 @@ class _FusedEpilogue(torch.autograd.Function):
             u = F.leaky_relu(x, SLOPE)
         var, mean = channel_var_mean(u)
         r = torch.rsqrt(var + eps)
-        xhat = torch.addcmul(-mean * r, u, r)
-        del u
-        g4 = gamma[:, :, None, None]
-        y = torch.addcmul(beta[:, :, None, None], xhat, g4)
-        ctx.save_for_backward(xhat, r, mean, gamma, noise, noise_strength)
+        g4, b4 = gamma[:, :, None, None], beta[:, :, None, None]
+        ctx.wide = bool((mean * mean > _CANCELLATION_RATIO ** 2 * var).any())
+        if ctx.wide:
+            y = torch.addcmul(b4, (u - mean).mul_(r), g4)
+        else:
+            a = r * g4
+            y = torch.addcmul(b4 - mean * a, u, a)
+        ctx.save_for_backward(u, r, mean, gamma, noise, noise_strength)
         ctx.has_bias = bias is not None
         return y
 
     @staticmethod
     def backward(ctx, g):
-        xhat, r, mean, gamma, noise, noise_strength = ctx.saved_tensors
+        u, r, mean, gamma, noise, noise_strength = ctx.saved_tensors
         need_x, need_noise, need_s, need_b, need_gamma, need_beta, _ = ctx.needs_input_grad
-        n = xhat.shape[2] * xhat.shape[3]
+        B, C, H, W = u.shape
+        n = H * W
         g_sum = g.sum(dim=(2, 3))                               # d beta
-        gx_sum = (g * xhat).sum(dim=(2, 3))                     # d gamma
+        xhat = (u - mean).mul_(r) if ctx.wide else None
+        if xhat is not None:
+            gx_sum = (g * xhat).sum(dim=(2, 3))                 # d gamma = sum g xhat
+        else:
+            gx_sum = r.view(B, C) * ((g * u).sum(dim=(2, 3)) - mean.view(B, C) * g_sum)
         grad_x = grad_noise = grad_s = grad_b = None
         if need_x or need_noise or need_s or need_b:
-            g4 = gamma[:, :, None, None]
-            # Instance-norm backward on d xhat = g * gamma, then the leaky ReLU
-            # slope; u >= 0 exactly where xhat >= -mean * r.
-            t = torch.addcmul(g, xhat, (-gx_sum / n)[:, :, None, None])
-            t.sub_((g_sum / n)[:, :, None, None])
-            coef = r * g4
-            du = t.mul_(torch.where(xhat >= -mean * r, coef, coef * SLOPE))
+            # Instance-norm backward on d xhat = g gamma:
+            #   r gamma (g - mean(g) - xhat mean(g xhat)), then the leaky ReLU slope.
+            a = r * gamma[:, :, None, None]
+            k = (gx_sum / n)[:, :, None, None]
+            if xhat is not None:
+                t = torch.addcmul(g, xhat, -k).sub_((g_sum / n)[:, :, None, None]).mul_(a)
+            else:
+                t = torch.addcmul(a * (mean * r * k - (g_sum / n)[:, :, None, None]), u, -a * r * k)
+                t.addcmul_(g, a)
+            du = torch.ops.aten.leaky_relu_backward(t, u, SLOPE, True)
             grad_x = du if need_x else None
             if need_noise and noise is not None:
                 grad_noise = (du * noise_strength.view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
