@@ -1,11 +1,12 @@
 """Seconds per PULSE step at 1024 px: full-size StyleGAN v1 with random weights, batch 1.
 
-    python benchmarks/step_time.py [--steps 6] [--resolution 1024] [--device cpu] [--batch 1]
+    python benchmarks/step_time.py [--steps 6] [--resolution 1024] [--device cpu] [--batch 1] [--no-native]
 
 Prints the first-step time, the median of the remaining steps, and peak RSS.
 """
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -26,9 +27,12 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--nchw", action="store_true", help="keep activations NCHW (default: channels-last)")
+    p.add_argument("--no-native", action="store_true", help="torch ops instead of the fused C epilogue")
     p.add_argument("--baseline", action="store_true",
                    help="the first implementation: reference epilogue ops, NCHW, glibc's default malloc")
     args = p.parse_args(argv)
+    if args.no_native or args.baseline:
+        os.environ["PULSE_NO_NATIVE"] = "1"
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -41,7 +45,6 @@ def main(argv=None):
         G.gaussian_fit = {"mean": torch.zeros(G.w_dim), "std": torch.ones(G.w_dim)}
     G.synthesis.channels_last = not (args.nchw or args.baseline)
     if args.baseline:
-        import os
         os.environ["PULSE_NO_MALLOC_TUNING"] = "1"
         for layer in G.synthesis.layers:
             layer.fused = False
@@ -56,7 +59,10 @@ def main(argv=None):
     if args.device.startswith("cuda"):
         rss_gb = torch.cuda.max_memory_allocated() / 1e9  # report GPU memory instead
     layout = "baseline" if args.baseline else ("nchw" if args.nchw else "channels_last")
-    print(f"model={args.model or 'random'} device={args.device} layout={layout} res={args.resolution} "
+    from pulse_sr.networks import native
+    epilogue = "torch" if args.baseline or native.load() is None or args.nchw else "native-c"
+    print(f"model={args.model or 'random'} device={args.device} layout={layout} epilogue={epilogue} "
+          f"res={args.resolution} "
           f"batch={args.batch} "
           f"threads={torch.get_num_threads()} "
           f"first_step_s={times[0]:.3f} steady_s_per_step={steady:.3f} "

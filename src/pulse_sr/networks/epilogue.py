@@ -19,6 +19,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from . import native
+
 SLOPE = 0.2
 
 # Channels whose mean exceeds this many standard deviations get their variance
@@ -133,7 +135,89 @@ class _FusedEpilogue(torch.autograd.Function):
                 g_sum if need_beta else None, None)
 
 
+class _NativeEpilogue(torch.autograd.Function):
+    # The same function as _FusedEpilogue, in the C kernels of native.py: two
+    # passes forward (statistics, then y) and two backward (sums, then du),
+    # each recomputing u from x, and statistics accumulated in float64.
+
+    @staticmethod
+    def forward(ctx, x, noise, noise_strength, bias, gamma, beta, eps):
+        lib = native.load()
+        B, C, H, W = x.shape
+        P, T = H * W, torch.get_num_threads()
+        s = noise_strength.detach().float().contiguous()
+        b = bias.detach().float().contiguous() if bias is not None else x.new_zeros(C)
+        nz = noise.detach().contiguous() if noise is not None else None
+        args = (nz.data_ptr() if nz is not None else None, nz.shape[0] if nz is not None else 1,
+                s.data_ptr(), b.data_ptr(), B, P, C)
+        sums = torch.zeros(2, T, B, C, dtype=torch.float64)
+        native.parallel(T, P, lambda i, p0, p1: lib.epi_stats(
+            x.data_ptr(), *args, p0, p1, sums[0, i].data_ptr(), sums[1, i].data_ptr()))
+        mean = sums[0].sum(0) / P
+        var = (sums[1].sum(0) / P - mean * mean).clamp_min(0)
+        r = torch.rsqrt(var + eps).float()
+        mean = mean.float()
+        a = (r * gamma.detach().float()).contiguous()
+        be = beta.detach().float().contiguous()
+        y = torch.empty_like(x)
+        native.parallel(T, P, lambda i, p0, p1: lib.epi_forward(
+            x.data_ptr(), *args, p0, p1, mean.data_ptr(), a.data_ptr(), be.data_ptr(), y.data_ptr()))
+        ctx.save_for_backward(x, noise, noise_strength, bias, gamma)
+        ctx.stats = (mean, r)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        lib = native.load()
+        x, noise, noise_strength, bias, gamma = ctx.saved_tensors
+        mean, r = ctx.stats
+        need_x, need_noise, need_s, need_b, need_gamma, need_beta, _ = ctx.needs_input_grad
+        B, C, H, W = x.shape
+        P, T = H * W, torch.get_num_threads()
+        g = g.float().contiguous(memory_format=torch.channels_last)
+        s = noise_strength.detach().float().contiguous()
+        b = bias.detach().float().contiguous() if bias is not None else x.new_zeros(C)
+        nz = noise.detach().contiguous() if noise is not None else None
+        args = (x.data_ptr(), nz.data_ptr() if nz is not None else None, nz.shape[0] if nz is not None else 1,
+                s.data_ptr(), b.data_ptr(), B, P, C)
+        sums = torch.zeros(2, T, B, C, dtype=torch.float64)
+        native.parallel(T, P, lambda i, p0, p1: lib.epi_backward_sums(
+            g.data_ptr(), *args, p0, p1, mean.data_ptr(), r.data_ptr(), sums[0, i].data_ptr(),
+            sums[1, i].data_ptr()))
+        g_sum, gx_sum = sums[0].sum(0), sums[1].sum(0)          # d beta, d gamma
+        grad_x = grad_noise = grad_s = grad_b = None
+        if need_x or need_noise or need_s or need_b:
+            a = (r * gamma.detach().float()).contiguous()
+            k1, k2 = (g_sum / P).float(), (gx_sum / P).float()
+            du = torch.empty_like(x)
+            gnoise = torch.empty(B, P) if need_noise and nz is not None else None
+            gs = torch.zeros(T, B, C, dtype=torch.float64) if need_s and nz is not None else None
+            gb = torch.zeros(T, B, C, dtype=torch.float64) if need_b and bias is not None else None
+            native.parallel(T, P, lambda i, p0, p1: lib.epi_backward(
+                g.data_ptr(), *args, p0, p1, mean.data_ptr(), r.data_ptr(), a.data_ptr(), k1.data_ptr(),
+                k2.data_ptr(), du.data_ptr(), gnoise.data_ptr() if gnoise is not None else None,
+                gs[i].data_ptr() if gs is not None else None, gb[i].data_ptr() if gb is not None else None))
+            grad_x = du if need_x else None
+            if gnoise is not None:
+                grad_noise = gnoise.view(B, 1, H, W)
+                if nz.shape[0] != B:
+                    grad_noise = grad_noise.sum(0, keepdim=True)
+            grad_s = gs.sum((0, 1)).float() if gs is not None else None
+            grad_b = gb.sum((0, 1)).float() if gb is not None else None
+        return (grad_x, grad_noise, grad_s, grad_b, gx_sum.float() if need_gamma else None,
+                g_sum.float() if need_beta else None, None)
+
+
+def native_applies(x: torch.Tensor, noise: Optional[torch.Tensor]) -> bool:
+    """Whether epilogue_fused runs the C kernels for these inputs."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and (noise is None or (noise.dtype == torch.float32 and noise.device.type == "cpu")))
+
+
 def epilogue_fused(x: torch.Tensor, noise: Optional[torch.Tensor], noise_strength: torch.Tensor,
                    bias: Optional[torch.Tensor], gamma: torch.Tensor, beta: torch.Tensor,
                    eps: float) -> torch.Tensor:
+    if native_applies(x, noise) and native.load() is not None:
+        return _NativeEpilogue.apply(x, noise, noise_strength, bias, gamma, beta, eps)
     return _FusedEpilogue.apply(x, noise, noise_strength, bias, gamma, beta, eps)
