@@ -104,6 +104,21 @@ def test_disabled_or_unbuildable_falls_back_to_torch_ops(fresh_native, monkeypat
         assert torch.allclose(a, b, atol=2e-4, rtol=2e-4)
 
 
+@needs_cc
+def test_missing_or_broken_source_falls_back(fresh_native, monkeypatch):
+    monkeypatch.setattr(native, "_SOURCE", "no_such_kernels.c")
+    assert native.load() is None and "kernel source missing" in native.build_error
+
+    broken = fresh_native / "broken.c"
+    broken.write_text("this is not C\n")
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native.resources, "files", lambda pkg: fresh_native)
+    monkeypatch.setattr(native, "_SOURCE", "broken.c")
+    assert native.load() is None
+    assert "-O3" in native.build_error  # both flag sets tried, compiler output kept
+    assert not list((fresh_native / "kernels").glob("*.so"))
+
+
 def test_parallel_covers_every_pixel_once():
     seen = torch.zeros(10_000, dtype=torch.int32)
 

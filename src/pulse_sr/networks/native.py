@@ -73,7 +73,11 @@ def _build() -> Optional[ctypes.CDLL]:
     if shutil.which(cc) is None:
         build_error = f"no C compiler ({cc!r} not found)"
         return None
-    source = resources.files(__package__).joinpath(_SOURCE).read_bytes()
+    try:
+        source = resources.files(__package__).joinpath(_SOURCE).read_bytes()
+    except OSError as e:
+        build_error = f"kernel source missing ({e})"
+        return None
     version = _compiler_id(cc)
     out_dir = cache_dir() / "kernels"
     errors = []
