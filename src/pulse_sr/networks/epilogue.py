@@ -1,11 +1,19 @@
 """The synthesis-layer epilogue: noise, bias, leaky ReLU, instance norm, style.
 
-``epilogue_reference`` is the plain, readable version (autograd does the rest).
-``epilogue_fused`` computes the same function with a hand-written backward:
-at 512 and 1024 px these element-wise passes, not the convolutions, dominate a
-PULSE step on CPU, and autograd's generic backward of ``var_mean`` and
-``addcmul`` makes several more full-size passes than needed. Both are checked
-against each other (values and ``gradcheck``) in ``tests/test_epilogue.py``.
+Three implementations of one function:
+
+* ``epilogue_reference``: the plain, readable version (autograd does the rest);
+  used when ``layer.fused`` is False and as the yardstick in the tests.
+* ``_FusedEpilogue``: torch ops with a hand-written backward. At 512 and
+  1024 px these element-wise passes, not the convolutions, dominated a PULSE
+  step on CPU, and autograd's generic backward of ``var_mean`` and ``addcmul``
+  makes several more full-size passes than needed.
+* ``_NativeEpilogue``: the C kernels of ``native.py`` (two passes each way);
+  ``epilogue_fused`` picks it for float32 channels-last CPU tensors when the
+  kernels could be built, and ``_FusedEpilogue`` otherwise (CUDA, MPS, float64).
+
+``tests/test_epilogue.py`` and ``tests/test_native.py`` check them against each
+other (values, gradients, ``gradcheck``).
 
 Shapes: x (B, C, H, W); noise (B or 1, 1, H, W) or None; noise_strength (C,);
 bias (C,) or None (already added by the conv); gamma, beta (B, C) with
