@@ -63,7 +63,15 @@ def test_channel_var_mean_falls_back_when_mean_dwarfs_spread():
     assert ((var.double() - rv) / rv).abs().max() < 1e-3
 
 
-def test_fused_channels_last_matches_reference():
+@pytest.fixture(params=["native", "torch-ops"])
+def epilogue_path(request, monkeypatch):
+    """Run a test with the C kernels (where they build) and with the torch-op fallback."""
+    if request.param == "torch-ops":
+        monkeypatch.setenv("PULSE_NO_NATIVE", "1")
+    return request.param
+
+
+def test_fused_channels_last_matches_reference(epilogue_path):
     x = _channels_last(2, 6, 16, 16).requires_grad_(True)
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(2, 1, 16, 16, generator=g)
@@ -78,7 +86,7 @@ def test_fused_channels_last_matches_reference():
         assert torch.allclose(a, b_, atol=1e-4, rtol=1e-4)
 
 
-def test_fused_layers_match_reference_layers():
+def test_fused_layers_match_reference_layers(epilogue_path):
     # The fused path moves the bias into the last convolution (the blur after
     # upsampling) and uses the fast channel statistics; whole-network outputs
     # and gradients must match the reference ops, for 'up' and 'fused_up' layers.
