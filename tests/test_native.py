@@ -58,7 +58,7 @@ def test_kernels_build_into_the_cache(fresh_native):
 def test_native_matches_torch_ops(noise, bias, noise_batch):
     assert native.load() is not None, native.build_error
     args = _args(noise=noise, bias=bias, noise_batch=noise_batch)
-    assert E.native_applies(args[0], args[1])
+    assert E.native_applies(*args)
     w = _cl(2, 6, 16, 16, seed=9)
     want = _run(E.epilogue_reference, args, w)
     got = _run(E.epilogue_fused, args, w)
@@ -157,3 +157,21 @@ def test_parallel_works_in_a_forked_child():
             pytest.fail("native.parallel hung in a forked child")
         time.sleep(0.05)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_shapes_the_kernels_cannot_index_take_the_torch_ops():
+    # The C kernels read raw memory: broadcast gamma/beta, a noise batch that is
+    # neither 1 nor B, NCHW or float64 inputs must all go to the torch ops.
+    x, n, s, b, gamma, beta = _args()
+    assert E.native_applies(x, n, s, b, gamma, beta)
+    assert not E.native_applies(x, n, s, b, gamma[:1], beta[:1])
+    assert not E.native_applies(x, torch.randn(3, 1, 16, 16), s, b, gamma, beta)
+    assert not E.native_applies(x, n[:, :, :8], s, b, gamma, beta)
+    assert not E.native_applies(x.contiguous(), n, s, b, gamma, beta)
+    assert not E.native_applies(x.double(), n, s, b, gamma, beta)
+    assert not E.native_applies(x, n, s[:3], b, gamma, beta)
+    # ...and broadcasting still gives the reference result there.
+    w = _cl(2, 6, 16, 16, seed=9)
+    bargs = (x, n, s, b, gamma[:1], beta[:1])
+    for a_, b_ in zip(_run(E.epilogue_fused, bargs, w), _run(E.epilogue_reference, bargs, w)):
+        assert torch.allclose(a_, b_, atol=2e-4, rtol=2e-4)

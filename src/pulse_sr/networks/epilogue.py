@@ -153,14 +153,10 @@ class _NativeEpilogue(torch.autograd.Function):
         lib = native.load()
         B, C, H, W = x.shape
         P, T = H * W, torch.get_num_threads()
-        s = noise_strength.detach().float().contiguous()
-        b = bias.detach().float().contiguous() if bias is not None else x.new_zeros(C)
-        nz = noise.detach().contiguous() if noise is not None else None
-        args = (nz.data_ptr() if nz is not None else None, nz.shape[0] if nz is not None else 1,
-                s.data_ptr(), b.data_ptr(), B, P, C)
+        args, keep = _kernel_args(x, noise, noise_strength, bias)  # keep: what args point into
         sums = torch.zeros(2, T, B, C, dtype=torch.float64)
         native.parallel(T, P, lambda i, p0, p1: lib.epi_stats(
-            x.data_ptr(), *args, p0, p1, sums[0, i].data_ptr(), sums[1, i].data_ptr()))
+            *args, p0, p1, sums[0, i].data_ptr(), sums[1, i].data_ptr()))
         mean = sums[0].sum(0) / P
         var = (sums[1].sum(0) / P - mean * mean).clamp_min(0)
         r = torch.rsqrt(var + eps).float()
@@ -169,7 +165,7 @@ class _NativeEpilogue(torch.autograd.Function):
         be = beta.detach().float().contiguous()
         y = torch.empty_like(x)
         native.parallel(T, P, lambda i, p0, p1: lib.epi_forward(
-            x.data_ptr(), *args, p0, p1, mean.data_ptr(), a.data_ptr(), be.data_ptr(), y.data_ptr()))
+            *args, p0, p1, mean.data_ptr(), a.data_ptr(), be.data_ptr(), y.data_ptr()))
         ctx.save_for_backward(x, noise, noise_strength, bias, gamma)
         ctx.stats = (mean, r)
         return y
@@ -183,11 +179,8 @@ class _NativeEpilogue(torch.autograd.Function):
         B, C, H, W = x.shape
         P, T = H * W, torch.get_num_threads()
         g = g.float().contiguous(memory_format=torch.channels_last)
-        s = noise_strength.detach().float().contiguous()
-        b = bias.detach().float().contiguous() if bias is not None else x.new_zeros(C)
-        nz = noise.detach().contiguous() if noise is not None else None
-        args = (x.data_ptr(), nz.data_ptr() if nz is not None else None, nz.shape[0] if nz is not None else 1,
-                s.data_ptr(), b.data_ptr(), B, P, C)
+        args, keep = _kernel_args(x, noise, noise_strength, bias)
+        nz = keep[0]
         sums = torch.zeros(2, T, B, C, dtype=torch.float64)
         native.parallel(T, P, lambda i, p0, p1: lib.epi_backward_sums(
             g.data_ptr(), *args, p0, p1, mean.data_ptr(), r.data_ptr(), sums[0, i].data_ptr(),
@@ -216,16 +209,38 @@ class _NativeEpilogue(torch.autograd.Function):
                 g_sum.float() if need_beta else None, None)
 
 
-def native_applies(x: torch.Tensor, noise: Optional[torch.Tensor]) -> bool:
-    """Whether epilogue_fused runs the C kernels for these inputs."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and (noise is None or (noise.dtype == torch.float32 and noise.device.type == "cpu")))
+def _kernel_args(x, noise, noise_strength, bias):
+    """The leading C arguments (x, noise, noise batch, s, bias, B, P, C), and the tensors they point into."""
+    B, C, H, W = x.shape
+    s = noise_strength.detach().float().contiguous()
+    b = bias.detach().float().contiguous() if bias is not None else x.new_zeros(C)
+    nz = noise.detach().contiguous() if noise is not None else None
+    args = (x.data_ptr(), nz.data_ptr() if nz is not None else None, nz.shape[0] if nz is not None else 1,
+            s.data_ptr(), b.data_ptr(), B, H * W, C)
+    return args, (nz, s, b)  # the caller keeps these alive while the kernels run
+
+
+def native_applies(x: torch.Tensor, noise: Optional[torch.Tensor], noise_strength: torch.Tensor,
+                   bias: Optional[torch.Tensor], gamma: torch.Tensor, beta: torch.Tensor) -> bool:
+    """Whether epilogue_fused runs the C kernels for these inputs.
+
+    The kernels index raw memory, so every shape is checked here; anything
+    else (other devices, dtypes, layouts or broadcasts) takes the torch ops.
+    """
+    if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last)):
+        return False
+    B, C, H, W = x.shape
+    cpu32 = [t for t in (noise, noise_strength, bias, gamma, beta) if t is not None]
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in cpu32)
+            and (noise is None or (noise.dim() == 4 and noise.shape[0] in (1, B) and noise.shape[1:] == (1, H, W)))
+            and noise_strength.shape == (C,) and (bias is None or bias.shape == (C,))
+            and gamma.shape == (B, C) and beta.shape == (B, C))
 
 
 def epilogue_fused(x: torch.Tensor, noise: Optional[torch.Tensor], noise_strength: torch.Tensor,
                    bias: Optional[torch.Tensor], gamma: torch.Tensor, beta: torch.Tensor,
                    eps: float) -> torch.Tensor:
-    if native_applies(x, noise) and native.load() is not None:
+    if native_applies(x, noise, noise_strength, bias, gamma, beta) and native.load() is not None:
         return _NativeEpilogue.apply(x, noise, noise_strength, bias, gamma, beta, eps)
     return _FusedEpilogue.apply(x, noise, noise_strength, bias, gamma, beta, eps)
