@@ -96,7 +96,9 @@ class _FusedEpilogue(torch.autograd.Function):
         var, mean = channel_var_mean(u)
         r = torch.rsqrt(var + eps)
         g4, b4 = gamma[:, :, None, None], beta[:, :, None, None]
-        ctx.wide = bool((mean * mean > _CANCELLATION_RATIO ** 2 * var).any())
+        # On a GPU, asking whether any channel is wide would stall the stream once
+        # per layer; the xhat form costs one cheap extra pass there, so always use it.
+        ctx.wide = u.device.type != "cpu" or bool((mean * mean > _CANCELLATION_RATIO ** 2 * var).any())
         if ctx.wide:
             y = torch.addcmul(b4, (u - mean).mul_(r), g4)
         else:
