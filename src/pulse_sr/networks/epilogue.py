@@ -36,6 +36,11 @@ SLOPE = 0.2
 _CANCELLATION_RATIO = 10.0
 
 
+def _any_wide(mean: torch.Tensor, var: torch.Tensor) -> bool:
+    """Whether any channel's mean exceeds _CANCELLATION_RATIO standard deviations."""
+    return bool((mean * mean > _CANCELLATION_RATIO ** 2 * var).any())
+
+
 def channel_var_mean(u: torch.Tensor):
     """Biased variance and mean over (H, W), as ``torch.var_mean(u, (2, 3), keepdim=True, correction=0)``.
 
@@ -55,7 +60,7 @@ def channel_var_mean(u: torch.Tensor):
     n = H * W
     mean = v.sum(1).view(B, W, C).double().sum(1) / n
     var = (v * v).sum(1).view(B, W, C).double().sum(1) / n - mean * mean
-    if bool((mean * mean > _CANCELLATION_RATIO ** 2 * var).any()):
+    if _any_wide(mean, var):
         return torch.var_mean(u, dim=(2, 3), keepdim=True, correction=0)
     return var.clamp_min(0).float().view(B, C, 1, 1), mean.float().view(B, C, 1, 1)
 
@@ -98,7 +103,7 @@ class _FusedEpilogue(torch.autograd.Function):
         g4, b4 = gamma[:, :, None, None], beta[:, :, None, None]
         # On a GPU, asking whether any channel is wide would stall the stream once
         # per layer; the xhat form costs one cheap extra pass there, so always use it.
-        ctx.wide = u.device.type != "cpu" or bool((mean * mean > _CANCELLATION_RATIO ** 2 * var).any())
+        ctx.wide = u.device.type != "cpu" or _any_wide(mean, var)
         if ctx.wide:
             y = torch.addcmul(b4, (u - mean).mul_(r), g4)
         else:
