@@ -25,8 +25,8 @@ import time
 import torch
 
 from pulse_sr import StyleGAN1Generator, bicubic_downscale
-from pulse_sr.perf import tune_malloc
-from pulse_sr.prior import compute_gaussian_fit, latent_to_w
+from pulse_sr.runtime import tune_malloc
+from pulse_sr.search.prior import compute_gaussian_fit, latent_to_w
 
 
 def main(argv=None):
@@ -42,8 +42,8 @@ def main(argv=None):
     torch.manual_seed(0)
     if args.model:
         import pulse_sr
-        G = pulse_sr.load_generator(args.model)
-        fit = G.gaussian_fit
+        model = pulse_sr.load_model(args.model)
+        G, fit = model.generator, model.gaussian_fit
     else:
         G = StyleGAN1Generator(resolution=args.resolution)
         fit = compute_gaussian_fit(G, 100_000, chunk=25_000)

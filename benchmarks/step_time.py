@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from pulse_sr import PulseOptions, StyleGAN1Generator, upsample
+from pulse_sr import PulseModel, PulseOptions, StyleGAN1Generator, load_model, runtime, upsample
 
 
 def main(argv=None):
@@ -31,36 +31,38 @@ def main(argv=None):
     p.add_argument("--baseline", action="store_true",
                    help="the first implementation: reference epilogue ops, NCHW, glibc's default malloc")
     args = p.parse_args(argv)
-    if args.no_native or args.baseline:
-        os.environ["PULSE_NO_NATIVE"] = "1"
+    if args.baseline:
+        os.environ["PULSE_NO_MALLOC_TUNING"] = "1"  # read by runtime.tune below
     if args.threads:
         torch.set_num_threads(args.threads)
+    impl = "ref" if args.baseline else ("torch" if args.no_native else "auto")
+    channels_last = not (args.nchw or args.baseline)
     torch.manual_seed(0)
     if args.model:
-        import pulse_sr
-        G = pulse_sr.load_generator(args.model)
-        args.resolution = G.resolution
+        model = load_model(args.model, impl=impl)
+        model.generator.set_channels_last(channels_last)
+        args.resolution = model.resolution
     else:
-        G = StyleGAN1Generator(resolution=args.resolution).eval().requires_grad_(False)
-        G.gaussian_fit = {"mean": torch.zeros(G.w_dim), "std": torch.ones(G.w_dim)}
-    G.synthesis.channels_last = not (args.nchw or args.baseline)
-    if args.baseline:
-        os.environ["PULSE_NO_MALLOC_TUNING"] = "1"
-        for layer in G.synthesis.layers:
-            layer.fused = False
+        G = StyleGAN1Generator(resolution=args.resolution, impl=impl, channels_last=channels_last)
+        fit = {"mean": torch.zeros(G.w_dim), "std": torch.ones(G.w_dim)}
+        model = PulseModel(G.eval().requires_grad_(False), fit, source="random")
+    # The process-wide switches every entry point applies (malloc tuning on CPU), so figures stay comparable.
+    model = model.to(runtime.tune(args.device))
     lr = torch.rand(3, args.lr_size, args.lr_size)
     stamps = []
     t0 = time.perf_counter()
-    upsample(lr, G, PulseOptions(steps=args.steps), samples=args.batch, seed=0, device=args.device,
-                 progress=lambda s, n, info: stamps.append(time.perf_counter()))
+    upsample(lr, model, PulseOptions(steps=args.steps), samples=args.batch, seed=0,
+             progress=lambda s, n, info: stamps.append(time.perf_counter()))
     times = [b - a for a, b in zip([t0] + stamps[:-1], stamps)]
     steady = statistics.median(times[1:]) if len(times) > 1 else times[0]
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     if args.device.startswith("cuda"):
         rss_gb = torch.cuda.max_memory_allocated() / 1e9  # report GPU memory instead
     layout = "baseline" if args.baseline else ("nchw" if args.nchw else "channels_last")
-    from pulse_sr.networks import native
-    epilogue = "torch" if args.baseline or native.load() is None or args.nchw else "native-c"
+    from pulse_sr.ops.epilogue import kernels
+    cpu = args.device == "cpu"
+    epilogue = "c" if impl == "auto" and channels_last and cpu and kernels() is not None else \
+        ("torch" if impl == "auto" else impl)
     print(f"model={args.model or 'random'} device={args.device} layout={layout} epilogue={epilogue} "
           f"res={args.resolution} "
           f"batch={args.batch} "

@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from pulse_sr import PulseOptions, StyleGAN1Generator, bicubic_downscale, upsample
-from pulse_sr.prior import compute_gaussian_fit
+from pulse_sr import PulseModel, PulseOptions, StyleGAN1Generator, bicubic_downscale, runtime, upsample
+from pulse_sr.search.prior import compute_gaussian_fit
 
 
 def main(argv=None):
@@ -28,9 +28,10 @@ def main(argv=None):
     p.add_argument("--fit-samples", type=int, default=100_000)
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    G = StyleGAN1Generator(resolution=args.resolution).eval().requires_grad_(False).to(args.device)
+    device = runtime.tune(args.device)
+    G = StyleGAN1Generator(resolution=args.resolution).eval().requires_grad_(False).to(device)
     t = time.perf_counter()
-    G.gaussian_fit = compute_gaussian_fit(G, args.fit_samples, chunk=25_000)
+    model = PulseModel(G, compute_gaussian_fit(G, args.fit_samples, chunk=25_000), source="random")
     print(f"gaussian fit ({args.fit_samples} samples): {time.perf_counter() - t:.1f} s", flush=True)
     factor = args.resolution // args.lr_size
     rows = []
@@ -39,7 +40,7 @@ def main(argv=None):
         with torch.no_grad():
             hr = ((G.sample(z) + 1) / 2).clamp(0, 1)
         lr = bicubic_downscale(hr, factor)[0].cpu()
-        r = upsample(lr, G, PulseOptions(steps=args.max_steps, early_stop=True), seed=i, device=args.device)
+        r = upsample(lr, model, PulseOptions(steps=args.max_steps, early_stop=True), seed=i)
         rows.append((r.seconds, r.steps_taken, bool(r.success[0]), float(r.best_l2[0])))
         print(f"image {i}: success={rows[-1][2]} steps={r.steps_taken} seconds={r.seconds:.1f} "
               f"best_l2={rows[-1][3]:.2e}", flush=True)

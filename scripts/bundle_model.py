@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from pulse_sr.model_io import load_saved_generator, save_generator
-from pulse_sr.prior import compute_gaussian_fit
+from pulse_sr.formats.safetensors_file import load_saved_generator, save_generator
+from pulse_sr.search.prior import compute_gaussian_fit
 
 p = argparse.ArgumentParser()
 p.add_argument("trained")
@@ -24,7 +24,8 @@ p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "src/p
 p.add_argument("--extras", default="{}", help="extra JSON merged into the model's extras")
 args = p.parse_args()
 
-G, _, extras = load_saved_generator(args.trained)
+loaded = load_saved_generator(args.trained)
+G, extras = loaded.generator, loaded.metadata
 fit = torch.load(args.fit, weights_only=True) if args.fit else compute_gaussian_fit(G, 1_000_000, chunk=100_000)
 extras = dict(extras)
 extras.pop("training_data", None)

@@ -18,7 +18,7 @@ p.add_argument("--cols", type=int, default=8)
 p.add_argument("--psi", type=float, default=1.0, help="truncation psi (1 = none)")
 p.add_argument("--seed", type=int, default=0)
 args = p.parse_args()
-G = pulse_sr.load_generator(args.model)
+G = pulse_sr.load_model(args.model).generator
 z = torch.randn(args.rows * args.cols, G.z_dim, generator=torch.Generator().manual_seed(args.seed))
 with torch.no_grad():
     imgs = ((G.sample(z, truncation_psi=args.psi, noise_mode="const") + 1) / 2).clamp(0, 1)

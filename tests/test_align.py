@@ -15,13 +15,15 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pulse_sr import align as A
-from pulse_sr.bicubic import bicubic_downscale
+from pulse_sr.align import detection
+from pulse_sr.errors import InputImageError, InputSizeError
+from pulse_sr.ops.resample import bicubic_downscale
 from pulse_sr.cli import main
 
 
 def _detector_available() -> bool:
     try:
-        A._dlib_models()
+        detection._dlib_models()
         return True
     except A.FaceDetectorUnavailable:
         return False
@@ -104,16 +106,18 @@ def test_align_face_pads_by_reflection_instead_of_black():
 
 
 def test_template_for_reads_the_model_convention():
-    class G:
-        resolution, extras, source = 64, {"crop_template": TEMPLATE}, "default"
+    import dataclasses
 
-    assert A.template_for(G) == TEMPLATE
+    from conftest import tiny_model
+
+    model = dataclasses.replace(tiny_model(), crop_template=TEMPLATE, source="default")
+    assert A.template_for(model) == TEMPLATE
     assert A.template_for({"crop_template": TEMPLATE}) == TEMPLATE
-    G.extras = {}
     with pytest.raises(A.TemplateError, match="--template"):
-        A.template_for(G)
-    G.resolution = 1024  # an official FFHQ model from a TF pickle or PULSE's files
-    assert A.template_for(G) == A.FFHQ
+        A.template_for(dataclasses.replace(model, crop_template=None))
+    # An official FFHQ model from a TF pickle or PULSE's files records nothing.
+    assert A.template_for({"resolution": 1024}) == A.FFHQ
+    assert A.crop_template_from({}, 1024) == A.FFHQ and A.crop_template_from({}, 64) is None
 
 
 def test_prepare_lr_is_the_exact_bicubic_downscale():
@@ -124,7 +128,7 @@ def test_prepare_lr_is_the_exact_bicubic_downscale():
     want = (bicubic_downscale(x, 8)[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     assert lr.size == (8, 8)
     np.testing.assert_array_equal(np.asarray(lr), want)
-    with pytest.raises(A.InputSizeError, match="divides 64"):
+    with pytest.raises(InputSizeError, match="divides 64"):
         A.prepare_lr(hr, 7)
 
 
@@ -161,7 +165,7 @@ def test_load_image_handles_odd_formats(tmp_path):
     assert np.abs(c[8, 8] - [200, 40, 40]).max() < 12
 
     (tmp_path / "junk.jpg").write_bytes(b"not an image")
-    with pytest.raises(A.InputImageError, match="junk.jpg"):
+    with pytest.raises(InputImageError, match="junk.jpg"):
         A.load_image(tmp_path / "junk.jpg")
 
 
@@ -273,9 +277,11 @@ def test_huge_photo_keeps_memory_bounded(tmp_path):
 
 @needs_detector
 def test_model_entry_points(astronaut):
-    class G:  # what pulse_sr.load_generator returns, as far as alignment cares
-        resolution, extras = 64, {"crop_template": TEMPLATE}
+    import dataclasses
 
+    from conftest import tiny_model
+
+    G = dataclasses.replace(tiny_model(64), crop_template=TEMPLATE)
     (hr, lr), = A.align_photo_for_model(astronaut, G, 16)
     assert hr.size == (64, 64) and lr.size == (16, 16)
     lr_t, hr_t = A.demo_photo(G, 8)
@@ -345,6 +351,35 @@ def test_cli_bad_usage_is_exit_2(tmp_path, template_file):
     res = CliRunner().invoke(main, ["align", str(tmp_path / "x.png"), "--out", str(tmp_path / "o"),
                                     "--template", str(tmp_path / "nope.json")])
     assert res.exit_code == 2 and "crop template" in res.output
+
+
+def test_cli_aligns_every_image_of_a_folder(tmp_path):
+    # `pulse align DIR` takes a folder like `pulse upsample DIR` (it used to say "is a directory").
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["align", str(folder), "--out", str(out), "--no-detect", "--size", "64",
+                                    "--lr-size", "8"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_lr.png", "b.png", "b_lr.png"]
+    assert res.stdout.count("(64px, LR 8px)") == 2
+
+
+@needs_detector
+def test_cli_aligns_faces_in_a_folder(tmp_path, head, template_file):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    head.save(folder / "face.png")
+    Image.new("RGB", (100, 100), (30, 60, 90)).save(folder / "flat.png")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["align", str(folder), "--out", str(out), "--template", str(template_file)])
+    assert res.exit_code == 3, res.output  # flat.png has no face
+    assert res.stderr.splitlines() == [f"{folder / 'flat.png'}: no face found"]
+    assert sorted(p.name for p in out.iterdir()) == ["face_face0.png", "face_face0_lr.png"]
 
 
 def test_cli_no_detect_resizes_a_24px_crop(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pulse_sr import BicubicDownscale, InputSizeError, bicubic_downscale
-from pulse_sr.bicubic import bicubic_kernel
+from pulse_sr.ops.resample import bicubic_kernel
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "bicubic_reference.json").read_text())
 

@@ -6,16 +6,16 @@ from click.testing import CliRunner
 
 from pulse_sr.cli import main
 from pulse_sr.images import save_image
-from pulse_sr.model_io import save_generator
+from pulse_sr.formats.safetensors_file import save_generator
 
-from conftest import tiny_generator
+from conftest import tiny_model
 from test_search import _reachable_target
 
 
 @pytest.fixture
 def model_file(tmp_path):
-    G = tiny_generator()
-    return save_generator(G, tmp_path / "tiny.safetensors", gaussian_fit=G.gaussian_fit), G
+    G = tiny_model()
+    return save_generator(G.generator, tmp_path / "tiny.safetensors", gaussian_fit=G.gaussian_fit), G
 
 
 def run(args):
@@ -102,7 +102,7 @@ def test_usage_errors_exit_2(tmp_path, model_file):
 def test_unexpected_error_exit_1(tmp_path, model_file, monkeypatch):
     path, _ = model_file
     save_image(torch.rand(3, 4, 4), tmp_path / "a.png")
-    import pulse_sr.upsample_files as uf
+    import pulse_sr.pipelines.upsample as uf
 
     def boom(*a, **k):
         raise RuntimeError("out of memory")
@@ -130,3 +130,34 @@ def test_command_with_missing_dependency_says_so(monkeypatch):
     r = CliRunner().invoke(main, ["ghost"])
     assert r.exit_code == 1
     assert "'pulse ghost' is unavailable: No module named 'pulse_sr.no_such_module'" in r.output
+
+
+@pytest.mark.parametrize("command, prefix", [("upsample", ""), ("eval", "search_")])
+def test_search_options_come_from_the_dataclass(command, prefix):
+    # Defaults and choices live in PulseOptions alone; the commands are generated from it.
+    import dataclasses
+
+    from pulse_sr.cli import SUBCOMMANDS
+    from pulse_sr.search import PulseOptions
+
+    module, attr = SUBCOMMANDS[command]
+    cmd = getattr(__import__(module, fromlist=[attr]), attr)
+    params = {p.name: p for p in cmd.params}
+    for f in dataclasses.fields(PulseOptions):
+        p = params[prefix + f.name]
+        want = ".".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        assert p.default == want, f.name
+        if "choices" in f.metadata:
+            assert list(p.type.choices) == list(f.metadata["choices"]), f.name
+
+
+def test_bad_noise_layers_parse_like_the_reference(tmp_path, model_file):
+    path, _ = model_file
+    save_image(torch.rand(3, 4, 4), tmp_path / "a.png")
+    r = run(["upsample", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--model", str(path),
+             "--steps", "1", "--bad-noise-layers", "0.1,-1", "--quiet", "--seed", "0"])
+    assert r.exit_code in (0, 3), r.output
+    assert json.loads((tmp_path / "o" / "report.json").read_text())["options"]["bad_noise_layers"] == [0, 1, -1]
+    r = run(["upsample", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--model", str(path),
+             "--bad-noise-layers", "x"])
+    assert r.exit_code == 2 and "expected integers" in r.output

@@ -8,10 +8,13 @@ from pulse_sr.cli import main
 
 
 def test_default_model_loads_offline():
-    G = pulse_sr.load_generator("default")
+    model = pulse_sr.load_model("default")
+    G = model.generator
     assert G.resolution == 64 and G.num_ws == 10 and G.w_dim == 256
-    assert G.gaussian_fit["mean"].shape == (256,) and (G.gaussian_fit["std"] > 0).all()
-    assert "non-commercial" in G.extras["licence"]
+    assert model.gaussian_fit["mean"].shape == (256,) and (model.gaussian_fit["std"] > 0).all()
+    assert "non-commercial" in model.metadata["licence"]
+    assert model.source == "default" and model.format == "pulse-sr" and model.resolution == 64
+    assert set(model.crop_template) >= {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right", "size"}
     with torch.no_grad():
         img = G.sample(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0)), noise_mode="const")
     assert img.shape == (2, 3, 64, 64) and torch.isfinite(img).all()
@@ -22,8 +25,23 @@ def test_default_model_loads_offline():
     assert torch.equal(img, again)
 
 
+def test_generator_carries_no_loader_state():
+    G = pulse_sr.load_model("default").generator
+    fresh = pulse_sr.StyleGAN1Generator(G.cfg)
+    assert set(vars(G)) == set(vars(fresh))
+    for name in ("gaussian_fit", "extras", "has_mapping", "source"):
+        assert not hasattr(G, name)
+
+
+def test_load_generator_is_a_deprecated_alias():
+    import pytest
+    with pytest.warns(DeprecationWarning, match="load_model"):
+        model = pulse_sr.load_generator("default")
+    assert isinstance(model, pulse_sr.PulseModel) and model.resolution == 64
+
+
 def test_two_step_pulse_on_default_model():
-    G = pulse_sr.load_generator("default")
+    G = pulse_sr.load_model("default")
     lr = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
     r = pulse_sr.upsample(lr, G, samples=2, seed=0, steps=2)
     assert r.images.shape == (2, 3, 64, 64) and r.downscaled.shape == (2, 3, 8, 8)

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from pulse_sr.degrade import (Degradation, DegradationSpecError, gaussian_noise, motion_blur, motion_kernel,
+from pulse_sr.ops.degrade import (Degradation, DegradationSpecError, gaussian_noise, motion_blur, motion_kernel,
                               parse_degradations, salt_and_pepper)
 from pulse_sr.errors import PulseError
-from pulse_sr.eval_labels import (UNKNOWN, group_counts, load_labels, parse_utkface, read_label_csv,
+from pulse_sr.pipelines.eval.labels import (UNKNOWN, group_counts, load_labels, parse_utkface, read_label_csv,
                                   wilson_interval)
 
 

@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from pulse_sr.networks.epilogue import epilogue_fused, epilogue_reference
+import shutil
+
+from pulse_sr.ops import epilogue as E
+from pulse_sr.ops.epilogue import epilogue, epilogue_reference
+
+
+def epilogue_torch(*args):
+    return epilogue(*args, impl="torch")
 
 
 def _inputs(dtype, noise=True, bias=True, batch_noise=2, seed=0):
@@ -17,19 +24,19 @@ def _inputs(dtype, noise=True, bias=True, batch_noise=2, seed=0):
 
 @pytest.mark.parametrize("noise,bias,batch_noise", [(True, True, 2), (False, True, 2), (True, False, 2),
                                                     (False, False, 2), (True, True, 1)])
-def test_fused_matches_reference_and_gradcheck(noise, bias, batch_noise):
+def test_torch_impl_matches_reference_and_gradcheck(noise, bias, batch_noise):
     args = _inputs(torch.float64, noise, bias, batch_noise)
     ref = epilogue_reference(*args, 1e-8)
-    out = epilogue_fused(*args, 1e-8)
+    out = epilogue_torch(*args, 1e-8)
     assert torch.allclose(out, ref, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda *a: epilogue_fused(*a, 1e-8), args)
+    assert torch.autograd.gradcheck(lambda *a: epilogue_torch(*a, 1e-8), args)
 
 
-def test_fused_float32_grads_match_reference():
+def test_torch_impl_float32_grads_match_reference():
     args = _inputs(torch.float32)
     w = torch.randn(2, 3, 5, 5)
     gr = torch.autograd.grad((epilogue_reference(*args, 1e-8) * w).sum(), [a for a in args if a is not None])
-    gf = torch.autograd.grad((epilogue_fused(*args, 1e-8) * w).sum(), [a for a in args if a is not None])
+    gf = torch.autograd.grad((epilogue_torch(*args, 1e-8) * w).sum(), [a for a in args if a is not None])
     for a, b in zip(gr, gf):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
@@ -42,7 +49,7 @@ def _channels_last(*shape, offset=0.0, seed=0):
 
 @pytest.mark.parametrize("shape", [(1, 16, 64, 64), (3, 8, 32, 16), (2, 5, 7, 9)])
 def test_channel_var_mean_matches_var_mean(shape):
-    from pulse_sr.networks.epilogue import channel_var_mean
+    from pulse_sr.ops.epilogue import channel_var_mean
     x = _channels_last(*shape, offset=1.5)
     assert not x.is_contiguous()
     var, mean = channel_var_mean(x)
@@ -55,7 +62,7 @@ def test_channel_var_mean_matches_var_mean(shape):
 def test_channel_var_mean_falls_back_when_mean_dwarfs_spread():
     # A channel with mean 1000 and std 0.01: E[x^2] - E[x]^2 in float32 would
     # return noise; the fallback must keep the variance right.
-    from pulse_sr.networks.epilogue import channel_var_mean
+    from pulse_sr.ops.epilogue import channel_var_mean
     x = _channels_last(1, 4, 32, 32) * 0.01
     x[:, 2] += 1000.0
     var, mean = channel_var_mean(x)
@@ -63,15 +70,15 @@ def test_channel_var_mean_falls_back_when_mean_dwarfs_spread():
     assert ((var.double() - rv) / rv).abs().max() < 1e-3
 
 
-@pytest.fixture(params=["native", "torch-ops"])
-def epilogue_path(request, monkeypatch):
-    """Run a test with the C kernels (where they build) and with the torch-op fallback."""
-    if request.param == "torch-ops":
-        monkeypatch.setenv("PULSE_NO_NATIVE", "1")
+@pytest.fixture(params=["c", "torch", "auto"])
+def impl(request):
+    """Run a test with the C kernels (where a compiler exists), the torch ops, and the automatic choice."""
+    if request.param == "c" and (shutil.which("cc") is None or E.kernels() is None):
+        pytest.skip(f"C kernels unavailable: {E.kernels_error()}")
     return request.param
 
 
-def test_fused_channels_last_matches_reference(epilogue_path):
+def test_channels_last_matches_reference(impl):
     x = _channels_last(2, 6, 16, 16).requires_grad_(True)
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(2, 1, 16, 16, generator=g)
@@ -79,15 +86,15 @@ def test_fused_channels_last_matches_reference(epilogue_path):
     gamma, beta = torch.randn(2, 6, generator=g).requires_grad_(True), torch.randn(2, 6, generator=g)
     w = torch.randn(2, 6, 16, 16, generator=g)
     outs = []
-    for fn in (epilogue_reference, epilogue_fused):
-        y = fn(x, noise, s, b, gamma, beta, 1e-8)
+    for which in ("ref", impl):
+        y = epilogue(x, noise, s, b, gamma, beta, 1e-8, impl=which)
         outs.append((y.detach(),) + torch.autograd.grad((y * w).sum(), [x, gamma]))
     for a, b_ in zip(*outs):
         assert torch.allclose(a, b_, atol=1e-4, rtol=1e-4)
 
 
-def test_fused_layers_match_reference_layers(epilogue_path):
-    # The fused path moves the bias into the last convolution (the blur after
+def test_layers_match_reference_layers(impl):
+    # The fast paths move the bias into the last convolution (the blur after
     # upsampling) and uses the fast channel statistics; whole-network outputs
     # and gradients must match the reference ops, for 'up' and 'fused_up' layers.
     from pulse_sr.networks.stylegan1 import StyleGAN1Generator
@@ -103,9 +110,9 @@ def test_fused_layers_match_reference_layers(epilogue_path):
     noise = G.make_noise(2, generator=torch.Generator().manual_seed(3))
     noise[-1] = None
     results = []
-    for fused in (False, True):
-        for layer in G.synthesis.layers:
-            layer.fused = fused
+    for which in ("ref", impl):
+        G.set_impl(which)
+        assert all(layer.impl == which for layer in G.synthesis.layers)
         wsv = ws.clone().requires_grad_(True)
         nv = noise[0].clone().requires_grad_(True)
         img = G.synthesize(wsv, [nv] + noise[1:])
@@ -114,7 +121,7 @@ def test_fused_layers_match_reference_layers(epilogue_path):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()
 
 
-def test_fused_when_mean_dwarfs_spread():
+def test_torch_impl_when_mean_dwarfs_spread():
     # One channel sits far from zero with a small spread (mean ~49, std ~0.01):
     # per-channel coefficients would cancel there, so the fused op must form
     # xhat first. In float64 it must pass gradcheck; in float32 it must be no
@@ -123,8 +130,8 @@ def test_fused_when_mean_dwarfs_spread():
     with torch.no_grad():
         x[:, 1] = x[:, 1] * 0.01 + 50.0
     args = (x, n, s, b, gamma, beta)
-    assert torch.allclose(epilogue_fused(*args, 1e-8), epilogue_reference(*args, 1e-8), atol=1e-10)
-    assert torch.autograd.gradcheck(lambda *a: epilogue_fused(*a, 1e-8), args)
+    assert torch.allclose(epilogue_torch(*args, 1e-8), epilogue_reference(*args, 1e-8), atol=1e-10)
+    assert torch.autograd.gradcheck(lambda *a: epilogue_torch(*a, 1e-8), args)
 
     w = torch.randn(2, 3, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
 
@@ -134,7 +141,34 @@ def test_fused_when_mean_dwarfs_spread():
 
     truth = run(epilogue_reference, args)
     args32 = tuple(a.detach().float().requires_grad_(True) for a in args)
-    for ref, fused, want in zip(run(epilogue_reference, args32), run(epilogue_fused, args32), truth):
+    for ref, fused, want in zip(run(epilogue_reference, args32), run(epilogue_torch, args32), truth):
         ref_err = (ref.double() - want).abs().max()
         fused_err = (fused.double() - want).abs().max()
         assert fused_err <= 2 * ref_err + 1e-6, (fused_err, ref_err)
+
+
+def test_impl_is_checked_and_the_default_comes_from_the_environment(monkeypatch):
+    args = _inputs(torch.float32)
+    with pytest.raises(ValueError, match="unknown epilogue impl"):
+        epilogue(*args, 1e-8, impl="cuda")
+    from pulse_sr.networks.stylegan1 import StyleGAN1Generator
+    with pytest.raises(ValueError, match="unknown epilogue impl"):
+        StyleGAN1Generator(resolution=8, fmap_base=16, fmap_max=4, latent_dim=4, w_dim=4, impl="fast")
+    monkeypatch.delenv("PULSE_NO_NATIVE", raising=False)
+    assert E.default_impl() == "auto"
+    monkeypatch.setenv("PULSE_NO_NATIVE", "1")
+    assert E.default_impl() == "torch"
+    G = StyleGAN1Generator(resolution=8, fmap_base=16, fmap_max=4, latent_dim=4, w_dim=4)
+    assert G.impl == "torch" and "impl=torch" in repr(G)
+    assert StyleGAN1Generator(resolution=8, fmap_base=16, fmap_max=4, latent_dim=4, w_dim=4, impl="ref").impl == "ref"
+
+
+def test_auto_says_what_it_runs_at_debug_level(caplog, monkeypatch):
+    import logging
+    monkeypatch.setattr(E, "_last_auto", None)
+    args = _inputs(torch.float64)  # float64: not for the C kernels
+    with caplog.at_level(logging.DEBUG, logger="pulse_sr.ops.epilogue"):
+        epilogue(*args, 1e-8, impl="auto")
+        epilogue(*args, 1e-8, impl="auto")  # said once per change, not per call
+    lines = [r.getMessage() for r in caplog.records if "impl='auto'" in r.getMessage()]
+    assert len(lines) == 1 and "'torch'" in lines[0] and "float32" in lines[0]

@@ -7,12 +7,13 @@ import torch
 from click.testing import CliRunner
 
 from pulse_sr.cli import main
-from pulse_sr.evaluate import EvalSettings, evaluate, upscale_bicubic, upscale_nearest
+from pulse_sr.ops.resample import upscale_bicubic, upscale_nearest
+from pulse_sr.pipelines.eval import EvalSettings, evaluate
 from pulse_sr.images import save_image
-from pulse_sr.model_io import save_generator
+from pulse_sr.formats.safetensors_file import save_generator
 from pulse_sr.search import PulseOptions
 
-from conftest import tiny_generator
+from conftest import tiny_model
 
 NAMES = ["25_0_1_20170116174525125.png", "30_1_0_20170116174525126.png", "not_a_utk_name.png"]
 
@@ -27,8 +28,8 @@ def make_data(folder, size=16, names=NAMES):
 
 @pytest.fixture
 def model_file(tmp_path):
-    G = tiny_generator()
-    return save_generator(G, tmp_path / "tiny.safetensors", gaussian_fit=G.gaussian_fit)
+    G = tiny_model()
+    return save_generator(G.generator, tmp_path / "tiny.safetensors", gaussian_fit=G.gaussian_fit)
 
 
 def test_cli_eval_writes_results_report_and_figures(tmp_path, model_file):
@@ -81,7 +82,7 @@ def test_cli_eval_writes_results_report_and_figures(tmp_path, model_file):
 
 
 def test_eval_resumes_and_redoes_stale_records(tmp_path):
-    G = tiny_generator()
+    G = tiny_model()
     data = make_data(tmp_path / "hr")
     out = tmp_path / "out"
     opts = PulseOptions(steps=2)
@@ -112,7 +113,7 @@ def test_eval_resumes_and_redoes_stale_records(tmp_path):
 def test_eval_niqe_on_a_128px_model(tmp_path):
     # One 96-px block per image: the smallest size NIQE accepts (MATLAB's single-block case).
     torch.manual_seed(0)
-    G = tiny_generator(resolution=128, fit=True)
+    G = tiny_model(resolution=128)
     data = make_data(tmp_path / "hr", size=128, names=["a.png"])
     res = evaluate(data, G, tmp_path / "out", PulseOptions(steps=2),
                    EvalSettings(scale=8, runs=1, n=1, grid_images=1))
@@ -123,7 +124,7 @@ def test_eval_niqe_on_a_128px_model(tmp_path):
 
 
 def test_eval_errors(tmp_path):
-    G = tiny_generator()
+    G = tiny_model()
     data = make_data(tmp_path / "hr", names=["a.png"])
     save_image(torch.rand(3, 16, 20), data / "wide.png")
     res = evaluate(data, G, tmp_path / "out", PulseOptions(steps=1), EvalSettings(scale=4, runs=1, grid_images=0))

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from pulse_sr.metrics import niqe as niqe_mod
-from pulse_sr.metrics.fidelity import psnr, rgb_to_y, ssim
+from pulse_sr.metrics.fidelity import psnr, ssim
+from pulse_sr.ops.color import rgb_to_y
 from pulse_sr.metrics.niqe import load_pristine_model, matlab_imresize_half, niqe, niqe_batch, rgb_to_plane
 
 

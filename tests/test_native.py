@@ -3,8 +3,8 @@ import shutil
 import pytest
 import torch
 
-from pulse_sr.networks import epilogue as E
-from pulse_sr.networks import native
+from pulse_sr.ops import epilogue as E
+from pulse_sr.ops import native
 
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 
@@ -14,9 +14,12 @@ def fresh_native(monkeypatch, tmp_path):
     """A clean build state with its own kernel cache."""
     monkeypatch.setenv("PULSE_CACHE", str(tmp_path))
     monkeypatch.delenv("PULSE_NO_NATIVE", raising=False)
-    monkeypatch.setattr(native, "_lib", None)
-    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_libraries", {})
     return tmp_path
+
+
+def epilogue_c(*args):
+    return E.epilogue(*args, impl="c")
 
 
 def _cl(*shape, seed, scale=1.0, offset=0.0):
@@ -45,23 +48,23 @@ def _run(fn, args, w):
 
 @needs_cc
 def test_kernels_build_into_the_cache(fresh_native):
-    lib = native.load()
-    assert lib is not None, native.build_error
+    lib = E.kernels()
+    assert lib is not None, E.kernels_error()
     built = list((fresh_native / "kernels").glob("epilogue-*.so"))
     assert len(built) == 1
-    assert native.load() is lib  # built once per process
+    assert E.kernels() is lib  # built once per process
 
 
 @needs_cc
 @pytest.mark.parametrize("noise,bias,noise_batch", [(True, True, 2), (True, True, 1), (False, True, 2),
                                                     (True, False, 2), (False, False, 2)])
 def test_native_matches_torch_ops(noise, bias, noise_batch):
-    assert native.load() is not None, native.build_error
+    assert E.kernels() is not None, E.kernels_error()
     args = _args(noise=noise, bias=bias, noise_batch=noise_batch)
     assert E.native_applies(*args)
     w = _cl(2, 6, 16, 16, seed=9)
     want = _run(E.epilogue_reference, args, w)
-    got = _run(E.epilogue_fused, args, w)
+    got = _run(epilogue_c, args, w)
     assert len(got) == len(want)
     for a, b in zip(got, want):
         assert a.shape == b.shape
@@ -72,7 +75,7 @@ def test_native_matches_torch_ops(noise, bias, noise_batch):
 def test_native_statistics_hold_when_mean_dwarfs_spread():
     # float64 accumulation: a channel at mean 49 with std 0.01 must come out no
     # worse than the reference ops do in float32 (both against float64).
-    assert native.load() is not None, native.build_error
+    assert E.kernels() is not None, E.kernels_error()
     args = list(_args(offset=0.0))
     with torch.no_grad():
         x = args[0].detach().clone()
@@ -81,41 +84,46 @@ def test_native_statistics_hold_when_mean_dwarfs_spread():
     w = _cl(2, 6, 16, 16, seed=9)
     truth = _run(E.epilogue_reference, [a.double() if a is not None else None for a in args], w.double())
     ref = _run(E.epilogue_reference, args, w)
-    got = _run(E.epilogue_fused, args, w)
+    got = _run(epilogue_c, args, w)
     for t, r, g in zip(truth, ref, got):
         assert (g.double() - t).abs().max() <= 2 * (r.double() - t).abs().max() + 1e-5
 
 
-def test_disabled_or_unbuildable_falls_back_to_torch_ops(fresh_native, monkeypatch):
+def test_unbuildable_auto_falls_back_and_c_says_why(fresh_native, monkeypatch):
     args = _args()
     w = _cl(2, 6, 16, 16, seed=9)
     want = _run(E.epilogue_reference, args, w)
 
-    monkeypatch.setenv("PULSE_NO_NATIVE", "1")
-    assert native.load() is None
-    for a, b in zip(_run(E.epilogue_fused, args, w), want):
-        assert torch.allclose(a, b, atol=2e-4, rtol=2e-4)
-
-    monkeypatch.delenv("PULSE_NO_NATIVE")
     monkeypatch.setenv("CC", str(fresh_native / "no-such-compiler"))
-    assert native.load() is None
-    assert "no C compiler" in native.build_error
-    for a, b in zip(_run(E.epilogue_fused, args, w), want):
+    assert E.kernels() is None
+    assert "no C compiler" in E.kernels_error()
+    for a, b in zip(_run(lambda *a: E.epilogue(*a, impl="auto"), args, w), want):
+        assert torch.allclose(a, b, atol=2e-4, rtol=2e-4)
+    with pytest.raises(E.ImplUnavailableError, match="no C compiler"):
+        epilogue_c(*args, 1e-8)
+
+
+@needs_cc
+def test_no_native_only_sets_the_default(fresh_native, monkeypatch):
+    # PULSE_NO_NATIVE makes new generators use the torch ops; an explicit impl='c' still runs the kernels.
+    monkeypatch.setenv("PULSE_NO_NATIVE", "1")
+    assert E.default_impl() == "torch"
+    args = _args()
+    w = _cl(2, 6, 16, 16, seed=9)
+    for a, b in zip(_run(epilogue_c, args, w), _run(E.epilogue_reference, args, w)):
         assert torch.allclose(a, b, atol=2e-4, rtol=2e-4)
 
 
 @needs_cc
-def test_missing_or_broken_source_falls_back(fresh_native, monkeypatch):
-    monkeypatch.setattr(native, "_SOURCE", "no_such_kernels.c")
-    assert native.load() is None and "kernel source missing" in native.build_error
+def test_missing_or_broken_source_falls_back(fresh_native):
+    from importlib import resources
+    ops_dir = resources.files("pulse_sr.ops")
+    assert native.get_library("missing", ["no_such_kernels.c"], E.KERNEL_SIGNATURES, ops_dir) is None
+    assert "kernel source missing" in native.build_error("missing")
 
-    broken = fresh_native / "broken.c"
-    broken.write_text("this is not C\n")
-    monkeypatch.setattr(native, "_tried", False)
-    monkeypatch.setattr(native.resources, "files", lambda pkg: fresh_native)
-    monkeypatch.setattr(native, "_SOURCE", "broken.c")
-    assert native.load() is None
-    assert "-O3" in native.build_error  # both flag sets tried, compiler output kept
+    (fresh_native / "broken.c").write_text("this is not C\n")
+    assert native.get_library("broken", ["broken.c"], {}, fresh_native) is None
+    assert "-O3" in native.build_error("broken")  # both flag sets tried, compiler output kept
     assert not list((fresh_native / "kernels").glob("*.so"))
 
 
@@ -170,8 +178,13 @@ def test_shapes_the_kernels_cannot_index_take_the_torch_ops():
     assert not E.native_applies(x.contiguous(), n, s, b, gamma, beta)
     assert not E.native_applies(x.double(), n, s, b, gamma, beta)
     assert not E.native_applies(x, n, s[:3], b, gamma, beta)
-    # ...and broadcasting still gives the reference result there.
+    # ...and broadcasting still gives the reference result there with impl='auto';
+    # impl='c' says why it cannot run instead of falling back.
     w = _cl(2, 6, 16, 16, seed=9)
     bargs = (x, n, s, b, gamma[:1], beta[:1])
-    for a_, b_ in zip(_run(E.epilogue_fused, bargs, w), _run(E.epilogue_reference, bargs, w)):
+    for a_, b_ in zip(_run(lambda *a: E.epilogue(*a, impl="auto"), bargs, w), _run(E.epilogue_reference, bargs, w)):
         assert torch.allclose(a_, b_, atol=2e-4, rtol=2e-4)
+    with pytest.raises(E.ImplUnavailableError, match="no broadcasting"):
+        epilogue_c(*bargs, 1e-8)
+    with pytest.raises(E.ImplUnavailableError, match="NCHW"):
+        epilogue_c(x.contiguous(), n, s, b, gamma, beta, 1e-8)

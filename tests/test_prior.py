@@ -1,13 +1,14 @@
 import torch
 import torch.nn.functional as F
 
-from pulse_sr.prior import compute_gaussian_fit, gaussian_fit_for, latent_to_w, mapping_hash
+from pulse_sr.model import cached_gaussian_fit
+from pulse_sr.search.prior import compute_gaussian_fit, latent_to_w, mapping_hash
 
 from conftest import tiny_generator
 
 
 def test_fit_matches_direct_statistics():
-    G = tiny_generator(fit=False)
+    G = tiny_generator()
     fit = compute_gaussian_fit(G, num_samples=3000, chunk=700, seed=5)
     # Chunks of 700 draw the same numbers as one batch only if drawn in order from one generator.
     g = torch.Generator().manual_seed(5)
@@ -26,30 +27,28 @@ def test_inverse_leaky_relu_undoes_mapping_activation():
 
 
 def test_cache_keyed_by_mapping_hash(tmp_path, monkeypatch):
-    G = tiny_generator(fit=False)
+    G = tiny_generator()
     calls = []
-    import pulse_sr.prior as prior
+    import pulse_sr.model as model_mod
 
-    real = prior.compute_gaussian_fit
+    real = model_mod.compute_gaussian_fit
 
     def counting(*a, **k):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(prior, "compute_gaussian_fit", counting)
-    fit1 = gaussian_fit_for(G, cache=tmp_path, num_samples=2000)
+    monkeypatch.setattr(model_mod, "compute_gaussian_fit", counting)
+    fit1 = cached_gaussian_fit(G, tmp_path, num_samples=2000)
     files = list(tmp_path.iterdir())
     assert len(files) == 1 and mapping_hash(G)[:24] in files[0].name
-    G.gaussian_fit = None
-    fit2 = gaussian_fit_for(G, cache=tmp_path, num_samples=2000)
+    fit2 = cached_gaussian_fit(G, tmp_path, num_samples=2000)
     assert len(calls) == 1 and torch.equal(fit1["mean"], fit2["mean"])
     # Different mapping weights -> a different key -> recomputed.
-    G2 = tiny_generator(seed=1, fit=False)
+    G2 = tiny_generator(seed=1)
     assert mapping_hash(G2) != mapping_hash(G)
-    gaussian_fit_for(G2, cache=tmp_path, num_samples=2000)
+    cached_gaussian_fit(G2, tmp_path, num_samples=2000)
     assert len(calls) == 2 and len(list(tmp_path.iterdir())) == 2
     # A corrupt cache entry is recomputed, not trusted.
-    G.gaussian_fit = None
     files[0].write_bytes(b"junk")
-    gaussian_fit_for(G, cache=tmp_path, num_samples=2000)
+    cached_gaussian_fit(G, tmp_path, num_samples=2000)
     assert len(calls) == 3

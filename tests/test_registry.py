@@ -12,11 +12,11 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from pulse_sr import registry
+from pulse_sr.hub import registry
 from pulse_sr.cli import main
-from pulse_sr.download import download, download_model
+from pulse_sr.hub.download import download, download_model
 from pulse_sr.errors import DownloadError
-from pulse_sr.registry import ModelEntry, ModelFile, UnknownModelError, resolve_model
+from pulse_sr.hub.registry import ModelEntry, ModelFile, UnknownModelError, resolve_model
 
 PAYLOAD = random.Random(0).randbytes(300_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -109,7 +109,7 @@ def closed_port() -> int:
 
 def test_full_download_checks_size_and_hash(server, tmp_path):
     dest = download(server.url + "/file.bin", tmp_path / "f.bin", sha256=PAYLOAD_SHA,
-                    size=len(PAYLOAD), progress=False, timeout=TIMEOUT)
+                    size=len(PAYLOAD), timeout=TIMEOUT)
     assert dest.read_bytes() == PAYLOAD
     assert not (tmp_path / "f.bin.part").exists()
 
@@ -118,13 +118,13 @@ def test_interrupted_download_resumes_with_range(server, tmp_path):
     dest = tmp_path / "f.bin"
     server.cfg["cut_after"] = 100_000
     with pytest.raises(DownloadError, match="stopped after 100000 of 300000 bytes.*again to resume"):
-        download(server.url + "/file.bin", dest, sha256=PAYLOAD_SHA, progress=False, timeout=TIMEOUT)
+        download(server.url + "/file.bin", dest, sha256=PAYLOAD_SHA, timeout=TIMEOUT)
     assert not dest.exists()
     assert (tmp_path / "f.bin.part").stat().st_size == 100_000
 
     server.cfg["cut_after"] = None
     download(server.url + "/file.bin", dest, sha256=PAYLOAD_SHA, size=len(PAYLOAD),
-             progress=False, timeout=TIMEOUT)
+             timeout=TIMEOUT)
     assert dest.read_bytes() == PAYLOAD
     assert server.cfg["requests"][-1][1].get("Range") == "bytes=100000-"
 
@@ -133,7 +133,7 @@ def test_corrupt_download_is_deleted(server, tmp_path):
     server.cfg["corrupt"] = True
     with pytest.raises(DownloadError, match=f"sha256 expected {PAYLOAD_SHA}, got [0-9a-f]{{64}}"):
         download(server.url + "/file.bin", tmp_path / "f.bin", sha256=PAYLOAD_SHA,
-                 progress=False, timeout=TIMEOUT)
+                 timeout=TIMEOUT)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -141,14 +141,14 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     server.cfg["ignore_range"] = True
     (tmp_path / "f.bin.part").write_bytes(b"garbage that must not survive")
     download(server.url + "/file.bin", tmp_path / "f.bin", sha256=PAYLOAD_SHA,
-             progress=False, timeout=TIMEOUT)
+             timeout=TIMEOUT)
     assert server.cfg["requests"][-1][1].get("Range") == "bytes=29-"
     assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
 
 
 def test_drive_style_confirmation_page_is_followed(server, tmp_path):
     dest = download(server.url + "/uc?export=download&id=abc", tmp_path / "f.bin",
-                    sha256=PAYLOAD_SHA, progress=False, timeout=TIMEOUT)
+                    sha256=PAYLOAD_SHA, timeout=TIMEOUT)
     assert dest.read_bytes() == PAYLOAD
     assert "confirm=t" in server.cfg["requests"][-1][0]
 
@@ -156,7 +156,7 @@ def test_drive_style_confirmation_page_is_followed(server, tmp_path):
 def test_offline_gives_one_line_advice(tmp_path):
     port = closed_port()
     with pytest.raises(DownloadError) as info:
-        download(f"http://127.0.0.1:{port}/x.bin", tmp_path / "x.bin", progress=False, timeout=TIMEOUT)
+        download(f"http://127.0.0.1:{port}/x.bin", tmp_path / "x.bin", timeout=TIMEOUT)
     msg = str(info.value)
     assert msg.startswith(f"could not reach 127.0.0.1:{port}")
     assert "check your connection" in msg and str(tmp_path / "x.bin") in msg and "\n" not in msg
@@ -164,7 +164,7 @@ def test_offline_gives_one_line_advice(tmp_path):
 
 def test_http_error_is_download_error(server, tmp_path):
     with pytest.raises(DownloadError, match="HTTP 404"):
-        download(server.url + "/nope", tmp_path / "x.bin", progress=False, timeout=TIMEOUT)
+        download(server.url + "/nope", tmp_path / "x.bin", timeout=TIMEOUT)
 
 
 def test_cache_dir_follows_env(cache, entry):
@@ -175,7 +175,7 @@ def test_cache_dir_follows_env(cache, entry):
 def test_resolve_model(cache, entry, tmp_path):
     with pytest.raises(DownloadError, match="pulse models download tiny-test"):
         resolve_model("tiny-test")
-    paths = download_model("tiny-test", progress=False, timeout=TIMEOUT)
+    paths = download_model("tiny-test", timeout=TIMEOUT)
     assert paths == [cache / "tiny-test" / "tiny.bin"]
     info = resolve_model("tiny-test")
     assert info["path"] == paths[0] and info["kind"] == "tf-pickle" and info["resolution"] == 32
@@ -211,9 +211,9 @@ def test_download_model_skips_verified_and_uses_mirror(cache, server, monkeypatc
                    mirrors={"fit.pt": (server.url + "/file.bin",)})
     reg = {}
     registry.register(e, registry=reg)
-    download_model("mirrored", progress=False, timeout=TIMEOUT, registry=reg)
+    download_model("mirrored", timeout=TIMEOUT, registry=reg)
     n = len(server.cfg["requests"])
-    download_model("mirrored", progress=False, timeout=TIMEOUT, registry=reg)
+    download_model("mirrored", timeout=TIMEOUT, registry=reg)
     assert len(server.cfg["requests"]) == n  # present and verified: no request
 
 

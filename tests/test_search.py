@@ -4,14 +4,13 @@ import pytest
 import torch
 
 from pulse_sr import InputSizeError, upsample
-from pulse_sr.bicubic import bicubic_downscale
-from pulse_sr.losses import geocross, parse_loss, PulseLoss
-from pulse_sr.prior import latent_to_w
-from pulse_sr.schedules import lr_factor
-from pulse_sr.search import valid_lr_sizes
-from pulse_sr.sphere import project_, vector_norms
+from pulse_sr.ops.resample import bicubic_downscale
+from pulse_sr.search.losses import geocross, parse_loss, PulseLoss
+from pulse_sr.search.prior import latent_to_w
+from pulse_sr.search.schedules import lr_factor
+from pulse_sr.ops.resample import valid_lr_sizes
+from pulse_sr.search.sphere import project_, vector_norms
 
-from conftest import tiny_generator
 
 
 def test_projection_keeps_per_vector_norms():
@@ -94,7 +93,7 @@ def test_result_fields_and_best_image(tiny_G):
     assert torch.equal(r.best_step, r.loss_history.argmin(0))
     assert torch.equal(r.best_l2, r.l2_history[r.best_step, torch.arange(4)])
     assert (r.loss_history[-1] > r.best_loss).any()
-    assert not r.success.any() and r.ws.shape == (4, tiny_G.num_ws, tiny_G.w_dim)
+    assert not r.success.any() and r.ws.shape == (4, tiny_G.generator.num_ws, tiny_G.generator.w_dim)
     assert r.images.min() >= 0 and r.images.max() <= 1
     # The returned downscale is DS(image) clamped to [0, 1]; clamping can only
     # bring it closer to an input in [0, 1], so its L2 is at most best_l2.
@@ -110,9 +109,10 @@ def test_samples_independent_of_batching(tiny_G):
     assert torch.allclose(both.loss_history[:, 1], second.loss_history[:, 0], rtol=1e-4, atol=1e-6)
 
 
-def _reachable_target(G, seed=0, lr_size=4):
+def _reachable_target(model, seed=0, lr_size=4):
+    G = model.generator
     g = torch.Generator().manual_seed(seed)
-    ws = latent_to_w(torch.randn(1, G.num_ws, G.w_dim, generator=g), G.gaussian_fit)
+    ws = latent_to_w(torch.randn(1, G.num_ws, G.w_dim, generator=g), model.gaussian_fit)
     img = (G.synthesize(ws, G.make_noise(1, "zero")) + 1) / 2
     return bicubic_downscale(img, G.resolution // lr_size)[0]
 
@@ -144,7 +144,7 @@ def test_noise_modes_and_options(tiny_G):
 
 def test_trainable_noise_is_optimised_and_stays_on_sphere(tiny_G, monkeypatch):
     seen = {}
-    import pulse_sr.search as search
+    import pulse_sr.search.loop as search
 
     real = search.make_optimizer
 
@@ -157,14 +157,34 @@ def test_trainable_noise_is_optimised_and_stays_on_sphere(tiny_G, monkeypatch):
     params = seen["params"]
     assert len(params) == 1 + 3  # latent + the first three noise maps
     g = torch.Generator().manual_seed(0)
-    start = torch.randn(tiny_G.num_ws, tiny_G.w_dim, generator=g)
+    start = torch.randn(tiny_G.generator.num_ws, tiny_G.generator.w_dim, generator=g)
     assert torch.allclose(vector_norms(params[0])[0], vector_norms(start[None])[0], atol=1e-4)
     assert not torch.allclose(params[0][0], start)
 
 
-def test_missing_fit_without_mapping_is_an_error():
-    G = tiny_generator(fit=False)
-    G.has_mapping = False
-    from pulse_sr import ModelFormatError
+def test_missing_fit_without_mapping_is_an_error(tmp_path):
+    # PULSE's synthesis.pt alone has no mapping network: no fit can be computed.
+    from pulse_sr import ModelFormatError, load_model
+    from test_formats import pulse_state_dicts, random_generator, tiny_config
+
+    syn, _ = pulse_state_dicts(random_generator(tiny_config(instance_norm_eps=1e-5, resolution=16)))
+    torch.save(syn, tmp_path / "synthesis.pt")
     with pytest.raises(ModelFormatError, match="gaussian_fit"):
-        upsample(torch.rand(3, 4, 4), G, steps=1)
+        load_model(tmp_path / "synthesis.pt")
+
+
+def test_upsample_takes_tensors_and_a_model(tiny_G):
+    from PIL import Image
+    with pytest.raises(TypeError, match="pil_to_tensor"):
+        upsample(Image.new("RGB", (4, 4)), tiny_G, steps=1)
+    with pytest.raises(TypeError, match="PulseModel"):
+        upsample(torch.rand(3, 4, 4), tiny_G.generator, steps=1)
+
+
+def test_search_runs_on_the_device_given_and_leaves_the_model_alone(tiny_G):
+    before = {k: v.clone() for k, v in tiny_G.generator.state_dict().items()}
+    r = upsample(torch.rand(3, 4, 4), tiny_G, seed=0, steps=2, device="cpu")
+    assert r.images.shape == (1, 3, 16, 16) and tiny_G.device.type == "cpu"
+    after = tiny_G.generator.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert tiny_G.to("cpu") is tiny_G

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pulse_sr.model_io import load_saved_generator
+from pulse_sr.formats.safetensors_file import load_saved_generator
 from pulse_sr.train.augment import diff_augment
 from pulse_sr.train.dataset import load_dataset, write_pack
 from pulse_sr.train.loop import TrainOptions, train
@@ -37,7 +37,8 @@ def test_train_writes_outputs_and_resumes(tmp_path):
     assert [r["kimg"] for r in recs] == [0.004, 0.008]
     assert all(np.isfinite(r["loss_G"]) and r["img_per_s"] > 0 for r in recs)
     assert Image.open(out / "samples_final.png").size == (8 * 16, 8 * 16)
-    G, fit, extras = load_saved_generator(final)
+    loaded = load_saved_generator(final)
+    G, extras = loaded.generator, loaded.metadata
     assert G.resolution == 16 and extras["trained_kimg"] == 0.008
     # Resume: starts from the checkpoint's image count, not from zero.
     logs.clear()
@@ -45,7 +46,8 @@ def test_train_writes_outputs_and_resumes(tmp_path):
     assert any("resumed" in l and "at 0.008 kimg" in l for l in logs)
     recs = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert [r["kimg"] for r in recs][-2:] == [0.012, 0.016]
-    G2, _, extras2 = load_saved_generator(final)
+    loaded2 = load_saved_generator(final)
+    G2, extras2 = loaded2.generator, loaded2.metadata
     assert extras2["trained_kimg"] == 0.016
     assert not torch.equal(G.synthesis.layers[1].weight, G2.synthesis.layers[1].weight)
 

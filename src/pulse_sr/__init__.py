@@ -18,9 +18,11 @@ __version__ = "0.1.0"
 # Heavy names are imported on first use, so that `import pulse_sr` (and
 # commands such as `pulse models list`) do not pay for importing torch.
 _LAZY = {
-    "BicubicDownscale": "pulse_sr.bicubic",
-    "bicubic_downscale": "pulse_sr.bicubic",
-    "load_generator": "pulse_sr.loading",
+    "BicubicDownscale": "pulse_sr.ops.resample",
+    "bicubic_downscale": "pulse_sr.ops.resample",
+    "load_model": "pulse_sr.model",
+    "load_generator": "pulse_sr.model",
+    "PulseModel": "pulse_sr.model",
     "upsample": "pulse_sr.search",
     "PulseOptions": "pulse_sr.search",
     "PulseResult": "pulse_sr.search",
@@ -30,6 +32,8 @@ _LAZY = {
 
 
 def __getattr__(name):
+    if name == "runtime":
+        return importlib.import_module("pulse_sr.runtime")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'pulse_sr' has no attribute {name!r}")

@@ -7,6 +7,11 @@ EXIT_BAD_INPUT = 2      # bad usage or input
 EXIT_NOT_FOUND = 3      # some searches did not reach eps, or some photos had no face
 
 
+def exit_code(bad_input: bool, not_found: bool) -> int:
+    """The exit code of a run over many inputs: bad input wins over not found."""
+    return EXIT_BAD_INPUT if bad_input else EXIT_NOT_FOUND if not_found else EXIT_OK
+
+
 class PulseError(Exception):
     """Base class for all pulse-sr errors."""
 

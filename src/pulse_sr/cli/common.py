@@ -1,50 +1,44 @@
-"""Pieces shared by the subcommands: exit codes, messages, model loading."""
+"""Pieces shared by the subcommands: messages, model loading with a progress bar, progress bars,
+and click options generated from the library's option dataclasses."""
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
 import sys
+import typing
+from typing import Callable, Dict, Iterable, Optional
 
 import click
 
 from ..errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK
 
-__all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_BAD_INPUT", "EXIT_NOT_FOUND", "echo_err", "search_options",
-           "load_model_or_exit"]
+__all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_BAD_INPUT", "EXIT_NOT_FOUND", "echo_err", "validate_options",
+           "load_model_or_exit", "dataclass_options", "options_from_kwargs", "StepBars"]
 
 
 def echo_err(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def search_options(opts) -> None:
-    """Validate search options; a bad value is a usage error (exit 2)."""
+def validate_options(*objs) -> None:
+    """Validate option objects; a bad value is a usage error (exit 2)."""
     try:
-        opts.validate()
+        for obj in objs:
+            obj.validate()
     except ValueError as exc:
         raise click.UsageError(str(exc))
 
 
 def load_model_or_exit(model: str, mapping=None, gaussian_fit=None):
-    """Load a generator; a missing or broken model is a one-line error with exit code 2."""
-    from ..errors import PulseError
-    from ..loading import load_generator
+    """Load a model; a missing or broken one is a one-line error with exit code 2.
 
-    try:
-        G = load_generator(model, mapping_path=mapping, gaussian_fit_path=gaussian_fit)
-        if G.gaussian_fit is None:
-            _fit_with_progress(G)
-        return G
-    except PulseError as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_BAD_INPUT)
-
-
-def _fit_with_progress(G) -> None:
-    """Compute (or read from the cache) the Gaussian fit, with a progress bar the first time."""
+    The first load of a model without a stored Gaussian fit computes it, with a progress bar.
+    """
     from tqdm import tqdm
 
-    from ..paths import cache_dir
-    from ..prior import gaussian_fit_for
+    from ..errors import PulseError
+    from ..model import load_model
 
     bar = None
 
@@ -57,7 +51,110 @@ def _fit_with_progress(G) -> None:
         bar.refresh()
 
     try:
-        gaussian_fit_for(G, cache=cache_dir() / "gaussian_fit", progress=progress)
+        return load_model(model, mapping_path=mapping, gaussian_fit_path=gaussian_fit, fit_progress=progress)
+    except PulseError as exc:
+        echo_err(f"error: {exc}")
+        sys.exit(EXIT_BAD_INPUT)
     finally:
         if bar is not None:
             bar.close()
+
+
+class StepBars:
+    """One tqdm bar per search: ``bars(stem, step, steps, info)`` is a pipeline progress callback."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = None
+        self.stem = None
+
+    def __call__(self, stem: str, step: int, steps: int, info: dict) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if stem != self.stem or self.bar is None or step == 1:
+            self.close()
+            self.bar = tqdm(total=steps, desc=stem, unit="step", leave=False, dynamic_ncols=True)
+            self.stem = stem
+        self.bar.update(step - self.bar.n)
+        if "l2" in info:
+            self.bar.set_postfix(l2=f"{info['l2']:.2e}", done=f"{info['done']}/{info['batch']}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------------
+# Options generated from dataclasses, so defaults, choices and help live in the library.
+
+def _parse_int_list(text: str):
+    try:
+        return tuple(int(t) for t in str(text).replace(",", ".").split(".") if t.strip() != "")
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected integers separated by '.' or ',', e.g. 17 or 16.17")
+
+
+def _flag(f: dataclasses.Field, rename: Dict[str, str]) -> str:
+    return rename.get(f.name) or f.metadata.get("cli") or "--" + f.name.replace("_", "-")
+
+
+def dataclass_options(cls, *, exclude: Iterable[str] = (), rename: Optional[Dict[str, str]] = None,
+                      prefix: str = "") -> Callable:
+    """A decorator adding one click option per field of dataclass ``cls``.
+
+    Field metadata supplies the help text (``help``), a choice list (``choices``),
+    a minimum (``min``) and the flag name (``cli``). The parameter name is
+    ``prefix + field name``; :func:`options_from_kwargs` collects them back.
+    Booleans become ``--x/--no-x``; integer tuples are written ``16.17``.
+    """
+    rename = rename or {}
+    hints = typing.get_type_hints(cls)
+
+    def decorate(fn):
+        for f in reversed(dataclasses.fields(cls)):
+            if f.name in exclude:
+                continue
+            flag = _flag(f, rename)
+            hint = hints[f.name]
+            args = typing.get_args(hint)
+            if type(None) in args:  # Optional[X]
+                hint = next(a for a in args if a is not type(None))
+            kw = dict(default=f.default, show_default=True, help=f.metadata.get("help"))
+            dest = prefix + f.name
+            if hint is bool:
+                fn = click.option(f"{flag}/--no-{flag[2:]}", dest, **kw)(fn)
+                continue
+            if "choices" in f.metadata:
+                kw["type"] = click.Choice(list(f.metadata["choices"]))
+            elif hint is int:
+                kw["type"] = click.IntRange(f.metadata["min"]) if "min" in f.metadata else int
+            elif hint is float:
+                kw["type"] = float
+            elif typing.get_origin(hint) in (tuple, list, collections.abc.Sequence):
+                kw["default"] = ".".join(str(v) for v in f.default)
+                kw["callback"] = lambda ctx, param, value: _parse_int_list(value)
+                kw["type"] = str
+            else:
+                kw["type"] = str
+            fn = click.option(flag, dest, **kw)(fn)
+        return fn
+    return decorate
+
+
+def options_from_kwargs(cls, kwargs: dict, *, prefix: str = "", **overrides):
+    """Build ``cls`` from the parameters :func:`dataclass_options` added (and remove them from ``kwargs``)."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if prefix + f.name in kwargs:
+            values[f.name] = kwargs.pop(prefix + f.name)
+    values.update(overrides)
+    return cls(**values)

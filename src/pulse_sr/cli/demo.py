@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import echo_err, load_model_or_exit
+from .common import StepBars, echo_err, load_model_or_exit
 
 
 @click.command("demo")
@@ -21,24 +21,22 @@ from .common import echo_err, load_model_or_exit
 @click.option("--device", default=None)
 def demo(out_dir, model, samples, seed, lr_size, steps, photo, device):
     """Sample a face, downscale it to LR, and find several HR faces that downscale to it."""
-    from tqdm import tqdm
+    from ..pipelines.demo import run_demo
 
-    from ..demo import run_demo
-
-    G = load_model_or_exit(model)
+    pulse_model = load_model_or_exit(model)
     runs = [("sampled", None, None)]
     if photo:
         try:
             from ..align import demo_photo
-            lr, hr = demo_photo(G, lr_size)
+            lr, hr = demo_photo(pulse_model, lr_size)
             runs.append(("photo", lr, hr))
         except Exception as exc:  # the sampled demo must run even without the alignment extras
             echo_err(f"skipping the real-photo demo: {exc}")
     for tag, lr, hr in runs:
-        bar = tqdm(total=steps, desc=f"PULSE ({tag}, {samples} seeds)", unit="step", leave=False)
-        out = run_demo(G, out_dir, samples=samples, seed=seed, lr_size=lr_size, steps=steps, device=device,
-                       progress=lambda s, n, info: bar.update(1), photo_lr=lr, photo_hr=hr, tag=tag)
-        bar.close()
+        with StepBars() as bars:
+            out = run_demo(pulse_model, out_dir, samples=samples, seed=seed, lr_size=lr_size, steps=steps,
+                           device=device, progress=lambda s, n, info: bars(f"PULSE ({tag}, {samples} seeds)", s, n, {}),
+                           photo_lr=lr, photo_hr=hr, tag=tag)
         rep = out["report"]
         ok = sum(s["success"] for s in rep["samples"])
         click.echo(f"{tag}: {ok}/{samples} samples within eps={rep['eps']} in {rep['seconds']} s")

@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from .. import registry
-from ..download import download_model
 from ..errors import DownloadError
+from ..hub import registry
+from ..hub.download import download_model
+
+
+class ByteBars:
+    """One tqdm bar per downloaded file: a progress callback of :func:`pulse_sr.hub.download.download`."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.bar, self.name = enabled, None, None
+
+    def __call__(self, name: str, done: int, total) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if name != self.name or self.bar is None:
+            self.close()
+            self.bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
+                            desc=name, leave=False, file=sys.stderr)
+            self.name = name
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _fail(ctx: click.Context, message, code: int):
@@ -61,7 +93,8 @@ def download_cmd(ctx, name, force, quiet):
             return
         _fail(ctx, f"the bundled model {name!r} is missing from the installed package; reinstall pulse-sr", 1)
     try:
-        paths = download_model(name, force=force, progress=not quiet)
+        with ByteBars(enabled=not quiet) as bars:
+            paths = download_model(name, force=force, progress=bars)
     except DownloadError as exc:
         _fail(ctx, exc, 1)
     unverified = [f.filename for f in entry.files if not f.sha256]

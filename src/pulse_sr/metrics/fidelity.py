@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..ops.color import rgb_to_y
+
 __all__ = ["psnr", "ssim", "rgb_to_y"]
 
 # scikit-image gets the same 11 taps from scipy's gaussian_filter(sigma=1.5, truncate=3.5).
@@ -31,12 +33,6 @@ SSIM_WINDOW = 11   # pixels; Wang et al. 2004, Sec. III-C
 SSIM_SIGMA = 1.5   # Gaussian window sigma, pixels
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
-
-
-def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) RGB in [0, 1] → (B, 1, H, W) Y of MATLAB's ``rgb2ycbcr``, in [0, 1]."""
-    w = x.new_tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255.0
-    return (x * w).sum(dim=1, keepdim=True) + 16.0 / 255.0
 
 
 def _prepare(x: torch.Tensor, y: torch.Tensor, channel: str, crop_border: int):

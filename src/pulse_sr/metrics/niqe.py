@@ -44,7 +44,10 @@ from typing import Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["niqe", "niqe_batch", "load_pristine_model", "imresize_matrix", "matlab_imresize_half", "rgb_to_plane"]
+from ..ops.color import RGB2GRAY_WEIGHTS, YCBCR_Y_OFFSET, YCBCR_Y_WEIGHTS
+from ..ops.resample import imresize_matrix
+
+__all__ = ["niqe", "niqe_batch", "load_pristine_model", "matlab_imresize_half", "rgb_to_plane"]
 
 BLOCK_SIZE = 96  # the block size the pristine model was fitted with
 PARAMS_FILE = "niqe_pris_params.npz"
@@ -87,10 +90,9 @@ def rgb_to_plane(rgb: np.ndarray, color: str = "gray") -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
     if color == "y":
-        plane = 16.0 + rgb @ (np.array([65.481, 128.553, 24.966]) / 255.0)
+        plane = YCBCR_Y_OFFSET + rgb @ (np.array(YCBCR_Y_WEIGHTS) / 255.0)
     elif color == "gray":
-        # rgb2gray's weights: the first row of inv of the NTSC YIQ matrix.
-        plane = rgb @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+        plane = rgb @ np.array(RGB2GRAY_WEIGHTS)
     else:
         raise ValueError(f"unknown color conversion {color!r}; use 'y' or 'gray'")
     return np.clip(_round_half_up(plane), 0, 255)
@@ -98,40 +100,6 @@ def rgb_to_plane(rgb: np.ndarray, color: str = "gray") -> np.ndarray:
 
 # ---------------------------------------------------------------------------
 # MATLAB's imresize, bicubic with antialiasing, for the half-scale image.
-
-def _cubic(x: np.ndarray) -> np.ndarray:
-    # Keys' cubic convolution kernel with a = -0.5, as in MATLAB's imresize.
-    ax = np.abs(x)
-    ax2, ax3 = ax * ax, ax * ax * ax
-    return ((1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1)
-            + (-0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0) * ((ax > 1) & (ax <= 2)))
-
-
-def imresize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
-    """(out_len, in_len) matrix of MATLAB ``imresize``'s bicubic weights along one axis.
-
-    Antialiased when shrinking (scale < 1), as MATLAB's default; ``M @ signal`` resizes.
-    """
-    width = 4.0
-    if scale < 1:  # antialiasing: stretch the kernel by 1/scale
-        kernel = lambda t: scale * _cubic(scale * t)  # noqa: E731
-        width = width / scale
-    else:
-        kernel = _cubic
-    x = np.arange(1, out_len + 1, dtype=np.float64)
-    u = x / scale + 0.5 * (1.0 - 1.0 / scale)  # output pixel centre in input coordinates (1-based)
-    left = np.floor(u - width / 2.0)
-    taps = int(math.ceil(width)) + 2
-    idx = left[:, None] + np.arange(taps)[None, :]
-    w = kernel(u[:, None] - idx)
-    w = w / w.sum(axis=1, keepdims=True)
-    # Out-of-range taps read the image mirrored at its border (MATLAB's "symmetric").
-    mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])
-    src = mirror[np.mod(idx.astype(np.int64) - 1, 2 * in_len)]
-    mat = np.zeros((out_len, in_len))
-    np.add.at(mat, (np.repeat(np.arange(out_len), taps), src.ravel()), w.ravel())
-    return mat
-
 
 def matlab_imresize_half(img: np.ndarray) -> np.ndarray:
     """MATLAB's ``imresize(img, 0.5)`` for a double (H, W) image: bicubic, antialiased."""

@@ -10,8 +10,12 @@ so that official weights load without any numeric adaptation:
 * upsampling is nearest + 3x3 conv + [1,2,1] blur, or, from 128 px up, the
   fused transposed conv with the 3x3 kernel summed into a 4x4 one.
 
-The module knows nothing about file formats; see ``pulse_sr.legacy`` and
-``pulse_sr.model_io`` for those.
+The module knows nothing about file formats (see :mod:`pulse_sr.formats`) nor
+about what was loaded with the weights (see :class:`pulse_sr.model.PulseModel`).
+
+Two run-time choices are constructor arguments, not part of the config, since
+they change speed and never results: ``impl``, the epilogue implementation (see
+:mod:`pulse_sr.ops.epilogue`), and ``channels_last``, the CPU activation layout.
 """
 
 from __future__ import annotations
@@ -24,13 +28,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .epilogue import epilogue_fused, epilogue_reference
+from ..ops.epilogue import IMPLS, default_impl, epilogue
 
 
 def assert_shape(tensor: torch.Tensor, shape: Sequence[Optional[int]], name: str = "tensor") -> None:
     """Raise ValueError unless ``tensor`` has ``shape`` (None matches any size)."""
     if tensor.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, tensor.shape)):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(tensor.shape)}")
+
+
+def _check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"unknown epilogue impl {impl!r}; choose from {', '.join(IMPLS)}")
+    return impl
 
 
 # ---------------------------------------------------------------------------
@@ -145,6 +155,7 @@ class SynthesisLayer(nn.Module):
                  resolution: int,         # Output resolution of this layer.
                  kind: str,               # 'const', 'conv', 'up' or 'fused_up'.
                  instance_norm_eps: float = 1e-8,  # Epsilon of the instance norm.
+                 impl: str = "auto",      # Epilogue implementation: 'auto', 'ref', 'torch' or 'c'.
                  ):
         super().__init__()
         if kind not in ("const", "conv", "up", "fused_up"):
@@ -162,7 +173,7 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros(out_channels))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.style = EqualizedLinear(w_dim, 2 * out_channels, gain=1.0)
-        self.fused = True  # hand-written epilogue backward (see epilogue.py); False = reference ops
+        self.impl = _check_impl(impl)
 
     def convolve(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The layer's convolution, with ``bias`` added at the end (after the blur) if given."""
@@ -181,10 +192,10 @@ class SynthesisLayer(nn.Module):
         return blur_121(x, bias)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: Optional[torch.Tensor]) -> torch.Tensor:
-        # The fused path lets the last convolution (the blur, after upsampling)
+        # The fast paths let the last convolution (the blur, after upsampling)
         # add the bias, which saves a full-size pass; the reference path adds it
         # in the epilogue, as the official code does. The sum is the same.
-        if self.fused and self.kind != "const":
+        if self.impl != "ref" and self.kind != "const":
             x = self.convolve(x, self.bias)
             bias = None
         else:
@@ -192,11 +203,11 @@ class SynthesisLayer(nn.Module):
             bias = self.bias
         style = self.style(w).view(-1, 2, self.out_channels)
         gamma, beta = style[:, 0] + 1.0, style[:, 1]
-        epilogue = epilogue_fused if self.fused else epilogue_reference
-        return epilogue(x, noise, self.noise_strength, bias, gamma, beta, self.instance_norm_eps)
+        return epilogue(x, noise, self.noise_strength, bias, gamma, beta, self.instance_norm_eps, impl=self.impl)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind}, in={self.in_channels}, out={self.out_channels}, res={self.resolution}"
+        return (f"kind={self.kind}, in={self.in_channels}, out={self.out_channels}, res={self.resolution}, "
+                f"impl={self.impl}")
 
 
 class ToRGB(nn.Module):
@@ -243,24 +254,29 @@ class MappingNetwork(nn.Module):
 class SynthesisNetwork(nn.Module):
     """W+ (B, num_ws, w_dim) and per-layer noise -> image (B, 3, R, R)."""
 
-    def __init__(self, cfg: StyleGAN1Config):
+    def __init__(self,
+                 cfg: StyleGAN1Config,    # Architecture.
+                 impl: str = "auto",      # Epilogue implementation of every layer.
+                 channels_last: bool = True,  # NHWC activations on CPU.
+                 ):
         super().__init__()
         self.cfg = cfg
-        layers = [SynthesisLayer(0, cfg.nf(1), cfg.w_dim, 4, "const", cfg.instance_norm_eps),
-                  SynthesisLayer(cfg.nf(1), cfg.nf(1), cfg.w_dim, 4, "conv", cfg.instance_norm_eps)]
+        eps = cfg.instance_norm_eps
+        layers = [SynthesisLayer(0, cfg.nf(1), cfg.w_dim, 4, "const", eps, impl),
+                  SynthesisLayer(cfg.nf(1), cfg.nf(1), cfg.w_dim, 4, "conv", eps, impl)]
         for log2 in range(3, cfg.resolution_log2 + 1):
             res = 2 ** log2
             cin, cout = cfg.nf(log2 - 2), cfg.nf(log2 - 1)
             kind = "fused_up" if res >= cfg.fused_scale_min_res else "up"
-            layers.append(SynthesisLayer(cin, cout, cfg.w_dim, res, kind, cfg.instance_norm_eps))
-            layers.append(SynthesisLayer(cout, cout, cfg.w_dim, res, "conv", cfg.instance_norm_eps))
+            layers.append(SynthesisLayer(cin, cout, cfg.w_dim, res, kind, eps, impl))
+            layers.append(SynthesisLayer(cout, cout, cfg.w_dim, res, "conv", eps, impl))
         self.layers = nn.ModuleList(layers)
         self.torgb = ToRGB(cfg.nf(cfg.resolution_log2 - 1), cfg.num_channels)
         # NHWC activations on CPU: oneDNN convolutions (transposed ones above all)
         # and the depthwise blur run several times faster; results are unchanged.
         # On an H200 cuDNN was twice as fast with NCHW (0.016 vs 0.032 s per
-        # 1024-px step), so CUDA keeps NCHW.
-        self.channels_last = True
+        # 1024-px step), so CUDA keeps NCHW. The C epilogue needs NHWC.
+        self.channels_last = bool(channels_last)
         # The official pickles carry one fixed noise map per layer ('const' noise mode).
         for i, layer in enumerate(self.layers):
             self.register_buffer(f"noise_const{i}", torch.randn(1, 1, layer.resolution, layer.resolution))
@@ -288,9 +304,15 @@ class SynthesisNetwork(nn.Module):
 
 
 class StyleGAN1Generator(nn.Module):
-    """The full generator: ``mapping`` (Z -> W) and ``synthesize`` (W+, noise -> image)."""
+    """The full generator: ``mapping`` (Z -> W) and ``synthesize`` (W+, noise -> image).
 
-    def __init__(self, cfg: Optional[StyleGAN1Config] = None, **kwargs):
+    Built from a :class:`StyleGAN1Config` or its fields as keywords. ``impl``
+    (default: :func:`pulse_sr.ops.epilogue.default_impl`) and ``channels_last``
+    choose how, not what, it computes; :meth:`set_impl` changes the former later.
+    """
+
+    def __init__(self, cfg: Optional[StyleGAN1Config] = None, *, impl: Optional[str] = None,
+                 channels_last: bool = True, **kwargs):
         super().__init__()
         if cfg is None:
             cfg = StyleGAN1Config(**kwargs)
@@ -299,16 +321,25 @@ class StyleGAN1Generator(nn.Module):
         self.cfg = cfg
         self.mapping_network = MappingNetwork(cfg.latent_dim, cfg.w_dim, cfg.mapping_layers,
                                               cfg.mapping_fmaps, cfg.mapping_lrmul)
-        self.synthesis = SynthesisNetwork(cfg)
+        self.synthesis = SynthesisNetwork(cfg, _check_impl(impl or default_impl()), channels_last)
         # Running mean of W, used for the truncation trick when sampling.
         self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
-        # Set by the loaders: the Gaussian fit PULSE needs (if shipped with the
-        # weights), free-form metadata such as the crop convention, whether the
-        # mapping weights are real, and where the weights came from.
-        self.gaussian_fit: Optional[dict] = None
-        self.extras: dict = {}
-        self.has_mapping: bool = True
-        self.source: str = ""
+
+    @property
+    def impl(self) -> str:
+        return self.synthesis.layers[0].impl
+
+    def set_impl(self, impl: str) -> "StyleGAN1Generator":
+        """Use epilogue implementation ``impl`` in every layer (see :mod:`pulse_sr.ops.epilogue`)."""
+        _check_impl(impl)
+        for layer in self.synthesis.layers:
+            layer.impl = impl
+        return self
+
+    def set_channels_last(self, channels_last: bool) -> "StyleGAN1Generator":
+        """Run CPU activations as NHWC (True, faster with oneDNN, needed by impl='c') or NCHW."""
+        self.synthesis.channels_last = bool(channels_last)
+        return self
 
     @property
     def num_ws(self) -> int:
@@ -376,4 +407,4 @@ class StyleGAN1Generator(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.cfg
-        return f"resolution={c.resolution}, num_ws={c.num_ws}, w_dim={c.w_dim}"
+        return f"resolution={c.resolution}, num_ws={c.num_ws}, w_dim={c.w_dim}, impl={self.impl}"

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..devices import pick_device
+from ..runtime import pick_device
 from ..images import make_grid, save_image
-from ..model_io import save_generator
+from ..formats.safetensors_file import save_generator
 from ..networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
 from .augment import diff_augment
 from .dataset import load_dataset

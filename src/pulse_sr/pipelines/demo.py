@@ -16,9 +16,11 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .bicubic import bicubic_downscale
-from .images import make_grid, save_image
-from .search import PulseOptions, upsample
+from ..images import make_grid, save_image
+from ..ops.resample import bicubic_downscale, upscale_bicubic
+from ..runtime import tune
+from ..search import PulseOptions, upsample
+from .upsample import IMAGINARY_NOTE
 
 
 def comparison_grid(lr: torch.Tensor, hr_reference: Optional[torch.Tensor], images: torch.Tensor,
@@ -29,30 +31,32 @@ def comparison_grid(lr: torch.Tensor, hr_reference: Optional[torch.Tensor], imag
     def nearest(x):
         return F.interpolate(x[None], size=(R, R), mode="nearest")[0]
 
-    bicubic = F.interpolate(lr[None], size=(R, R), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    bicubic = upscale_bicubic(lr[None], R // lr.shape[-1])[0]  # a = -0.5, as in pulse eval
     blank = torch.ones(3, R, R)
     top = [nearest(lr), bicubic] + list(images)
     bottom = [nearest(lr), hr_reference if hr_reference is not None else blank] + [nearest(d) for d in downscaled]
     return make_grid([top, bottom])
 
 
-def run_demo(G, out_dir, samples: int = 6, seed: int = 0, lr_size: int = 8, steps: int = 100,
+def run_demo(model, out_dir, samples: int = 6, seed: int = 0, lr_size: int = 8, steps: int = 100,
              device=None, progress: Optional[Callable] = None, photo_lr: Optional[torch.Tensor] = None,
              photo_hr: Optional[torch.Tensor] = None, tag: str = "sampled") -> dict:
-    """Run the demo on a sampled face (or on ``photo_lr``); write the grid and report, return paths."""
+    """Run the demo with ``model`` (a :class:`pulse_sr.PulseModel`) on a sampled face (or on
+    ``photo_lr``); write the grid and report, return paths."""
+    model = model.to(tune(device))
+    G = model.generator
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if photo_lr is None:
         g = torch.Generator().manual_seed(seed)
-        z = torch.randn(1, G.z_dim, generator=g)
+        z = torch.randn(1, G.z_dim, generator=g).to(model.device)
         with torch.no_grad():
-            hr = ((G.to("cpu").sample(z, truncation_psi=0.7, noise_mode="const") + 1) / 2).clamp(0, 1)
+            hr = ((G.sample(z, truncation_psi=0.7, noise_mode="const") + 1) / 2).clamp(0, 1).cpu()
         lr = bicubic_downscale(hr, G.resolution // lr_size)[0].clamp(0, 1)
         hr = hr[0]
     else:
         lr, hr = photo_lr, photo_hr
-    res = upsample(lr, G, PulseOptions(steps=steps), samples=samples, seed=seed + 1000, device=device,
-                   progress=progress)
+    res = upsample(lr, model, PulseOptions(steps=steps), samples=samples, seed=seed + 1000, progress=progress)
     grid = comparison_grid(lr, hr, res.images, res.downscaled)
     paths = {"grid": save_image(grid, out_dir / f"demo_{tag}_grid.png"),
              "lr": save_image(lr, out_dir / f"demo_{tag}_lr.png")}
@@ -60,11 +64,11 @@ def run_demo(G, out_dir, samples: int = 6, seed: int = 0, lr_size: int = 8, step
         paths["hr"] = save_image(hr, out_dir / f"demo_{tag}_hr.png")
     for k in range(samples):
         paths[f"sample{k}"] = save_image(res.images[k], out_dir / f"demo_{tag}_sample{k}.png")
-    report = {"model": getattr(G, "source", ""), "input": tag, "lr_size": lr_size, "resolution": G.resolution,
+    report = {"model": model.source, "input": tag, "lr_size": lr_size, "resolution": G.resolution,
               "steps": res.steps_taken, "seconds": round(res.seconds, 2), "eps": res.eps,
               "samples": [{"seed": s, "success": bool(ok), "best_l2": float(l2)}
                           for s, ok, l2 in zip(res.seeds, res.success, res.best_l2)],
-              "note": "Every sample is an imaginary face that downscales to the input; none is the real person."}
+              "note": IMAGINARY_NOTE}
     paths["report"] = out_dir / f"demo_{tag}_report.json"
     paths["report"].write_text(json.dumps(report, indent=2))
     return {"paths": paths, "result": res, "report": report}

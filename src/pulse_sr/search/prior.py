@@ -4,18 +4,20 @@ StyleGAN's mapping network ends in a leaky ReLU (slope 0.2). Undoing it
 (multiplying negatives by 5) leaves a distribution that a per-dimension
 Gaussian fits well, so the search optimises a latent x on the sphere and
 feeds the synthesis ``lrelu(x * std + mean)``.
+
+Only the maths lives here; where a fit comes from (the model file, the disk
+cache, or a fresh computation) is :func:`pulse_sr.load_model`'s business.
 """
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
 
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 
 GaussianFit = Dict[str, torch.Tensor]
 
@@ -65,40 +67,6 @@ def validate_fit(fit: GaussianFit, w_dim: int, what: str = "gaussian fit") -> Ga
     if not (torch.is_tensor(mean) and torch.is_tensor(std)) or mean.shape != (w_dim,) or std.shape != (w_dim,):
         raise ModelFormatError(f"{what}: 'mean' and 'std' must be tensors of shape ({w_dim},)")
     return {"mean": mean.float(), "std": std.float()}
-
-
-def gaussian_fit_for(G, cache: Optional[Path] = None, num_samples: int = 1_000_000,
-                     progress: Optional[Callable[[int, int], None]] = None) -> GaussianFit:
-    """The generator's fit: the one it carries, else a cached one, else computed and cached.
-
-    The cache key is the hash of the mapping weights, so a changed model never
-    reuses a stale fit.
-    """
-    fit = getattr(G, "gaussian_fit", None)
-    if fit is not None:
-        return validate_fit(fit, G.w_dim)
-    if not getattr(G, "has_mapping", True):
-        raise ModelFormatError("this generator has no mapping network, so its Gaussian fit cannot be "
-                               "computed: pass the mapping weights (--mapping mapping.pt) or a "
-                               "gaussian_fit.pt (--gaussian-fit)")
-    path = None
-    if cache is not None:
-        path = Path(cache) / f"gaussian_fit-{mapping_hash(G)[:24]}-{num_samples}.pt"
-        if path.exists():
-            try:
-                fit = validate_fit(torch.load(path, map_location="cpu", weights_only=True), G.w_dim, str(path))
-                G.gaussian_fit = fit
-                return fit
-            except Exception:
-                path.unlink(missing_ok=True)  # a corrupt cache entry is recomputed
-    fit = compute_gaussian_fit(G, num_samples, progress=progress)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(fit, tmp)
-        tmp.replace(path)
-    G.gaussian_fit = fit
-    return fit
 
 
 def latent_to_w(latent: torch.Tensor, fit: GaussianFit) -> torch.Tensor:

@@ -13,18 +13,18 @@ import http.client
 import http.cookiejar
 import os
 import re
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
-from tqdm import tqdm
+# progress(filename, bytes on disk, total bytes or None), after every chunk.
+Progress = Callable[[str, int, Optional[int]], None]
 
 from . import registry as _registry
-from .errors import DownloadError
+from ..errors import DownloadError
 
 __all__ = ["download", "download_model", "sha256_file"]
 
@@ -45,7 +45,7 @@ def sha256_file(path) -> str:
 
 
 def download(url: str, dest, sha256: Optional[str] = None, size: Optional[int] = None,
-             progress: bool = True, timeout: float = 30) -> Path:
+             progress: Optional[Progress] = None, timeout: float = 30) -> Path:
     """Fetch ``url`` into ``dest``; returns ``dest`` as a Path.
 
     Resumes from ``dest.part`` if present. Raises DownloadError on network
@@ -122,9 +122,7 @@ def _fetch(opener, cookies, url, part: Path, dest: Path, size, progress, timeout
         length = int(length) if length and length.isdigit() else None
         total = start + length if length is not None else size
         received = 0
-        with open(part, "r+b" if start else "wb") as f, \
-                tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                     desc=dest.name, file=sys.stderr, disable=not progress, leave=False) as bar:
+        with open(part, "r+b" if start else "wb") as f:
             f.seek(start)
             f.truncate()
             try:
@@ -134,7 +132,8 @@ def _fetch(opener, cookies, url, part: Path, dest: Path, size, progress, timeout
                         break
                     f.write(chunk)
                     received += len(chunk)
-                    bar.update(len(chunk))
+                    if progress is not None:
+                        progress(dest.name, start + received, total)
             except (OSError, http.client.HTTPException) as exc:
                 raise DownloadError(_interrupted(url, dest, start + received, total, exc)) from None
         if length is not None and received < length:
@@ -227,7 +226,7 @@ def _is_good(path: Path, sha256: Optional[str], size: Optional[int]) -> bool:
     return not sha256 or sha256_file(path) == sha256.lower()
 
 
-def download_model(name: str, force: bool = False, progress: bool = True, timeout: float = 30,
+def download_model(name: str, force: bool = False, progress: Optional[Progress] = None, timeout: float = 30,
                    registry=None) -> List[Path]:
     """Download every file of registered model ``name``; returns their local paths.
 

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from .errors import PulseError
+from ..errors import PulseError
 
 __all__ = [
     "gaussian_noise", "motion_blur", "motion_kernel", "salt_and_pepper",

@@ -21,7 +21,7 @@ import math
 import os
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
-from .errors import PulseError
+from ...errors import PulseError
 
 __all__ = [
     "UNKNOWN", "UTKFACE_GENDERS", "UTKFACE_RACES", "LabelError",

@@ -1,7 +1,7 @@
-"""Tests for pulse_sr.legacy: official TF pickles, PULSE state dicts, Gaussian fits, sniffing.
+"""Tests for pulse_sr.formats: official TF pickles, PULSE state dicts, Gaussian fits, sniffing.
 
 Every fixture is built here from tiny random generators; nothing is downloaded.
-The layout conversions below are written independently of legacy.py (from the
+The layout conversions below are written independently of pulse_sr.formats (from the
 official networks_stylegan.py variable names and the PULSE port's module tree),
 so a wrong table in the loader cannot cancel out against the same table here.
 """
@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from pulse_sr import legacy
+from pulse_sr.formats import pulse_pt, sniff, tf_pickle
 from pulse_sr.errors import ModelFormatError, UnsafePickleError
-from pulse_sr.model_io import save_generator
+from pulse_sr.formats.safetensors_file import save_generator
 from pulse_sr.networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -219,9 +219,10 @@ def test_tf_pickle_matches_source_generator(tmp_path, layout):
     cfg = tiny_config()
     src = random_generator(cfg)
     path = write_tf_pickle(tmp_path / "ffhq.pkl", src, layout=layout)
-    G = legacy.load_tf_pickle(path)
+    loaded = tf_pickle.load_tf_pickle(path)
+    G = loaded.generator
 
-    assert G.has_mapping is True
+    assert loaded.has_mapping is True and loaded.format == "tf-pickle"
     assert G.cfg.resolution == 32 and G.cfg.w_dim == 24 and G.cfg.latent_dim == 32
     assert G.cfg.mapping_layers == 3 and G.cfg.mapping_fmaps == 20
     assert [G.cfg.nf(s) for s in range(1, 5)] == [16, 16, 16, 8]
@@ -241,7 +242,7 @@ def test_tf_pickle_fused_scale_from_static_kwargs(tmp_path):
     # fused_scale=True fuses every upsampling layer; the loader must carry that over.
     cfg = tiny_config(resolution=16, fused_scale_min_res=8)
     src = random_generator(cfg, seed=4)
-    G = legacy.load_tf_pickle(write_tf_pickle(tmp_path / "f.pkl", src, syn_kwargs={"fused_scale": True}))
+    G = tf_pickle.load_tf_pickle(write_tf_pickle(tmp_path / "f.pkl", src, syn_kwargs={"fused_scale": True})).generator
     assert G.cfg.fused_scale_min_res == 8
     kinds = [layer.kind for layer in G.synthesis.layers]
     assert kinds == ["const", "conv", "fused_up", "conv", "fused_up", "conv"]
@@ -256,7 +257,7 @@ def test_tf_pickle_missing_variable(tmp_path, name):
     src = random_generator(tiny_config(resolution=16))
     path = write_tf_pickle(tmp_path / "m.pkl", src, drop=[name])
     with pytest.raises(ModelFormatError, match="missing variable") as info:
-        legacy.load_tf_pickle(path)
+        tf_pickle.load_tf_pickle(path)
     assert name in str(info.value) and str(path) in str(info.value)
 
 
@@ -266,7 +267,7 @@ def test_tf_pickle_unknown_variable(tmp_path, name):
     src = random_generator(tiny_config(resolution=16))
     path = write_tf_pickle(tmp_path / "x.pkl", src, extra={name: np.zeros(4, np.float32)})
     with pytest.raises(ModelFormatError, match="unknown variables") as info:
-        legacy.load_tf_pickle(path)
+        tf_pickle.load_tf_pickle(path)
     assert name in str(info.value)
 
 
@@ -275,16 +276,16 @@ def test_tf_pickle_wrong_shape(tmp_path):
     name = "G_synthesis/8x8/Conv0_up/StyleMod/bias"
     path = write_tf_pickle(tmp_path / "s.pkl", src, replace={name: np.zeros(5, np.float32)})
     with pytest.raises(ModelFormatError, match="shape") as info:
-        legacy.load_tf_pickle(path)
+        tf_pickle.load_tf_pickle(path)
     assert name in str(info.value)
 
 
 def test_tf_pickle_rejects_other_architectures(tmp_path):
     src = random_generator(tiny_config(resolution=16))
     with pytest.raises(ModelFormatError, match="G_main"):
-        legacy.load_tf_pickle(write_tf_pickle(tmp_path / "a.pkl", src, gs_func="G_main"))
+        tf_pickle.load_tf_pickle(write_tf_pickle(tmp_path / "a.pkl", src, gs_func="G_main"))
     with pytest.raises(ModelFormatError, match="use_pixel_norm"):
-        legacy.load_tf_pickle(write_tf_pickle(tmp_path / "b.pkl", src, syn_kwargs={"use_pixel_norm": True}))
+        tf_pickle.load_tf_pickle(write_tf_pickle(tmp_path / "b.pkl", src, syn_kwargs={"use_pixel_norm": True}))
 
 
 def test_tf_pickle_refuses_code(tmp_path):
@@ -293,14 +294,14 @@ def test_tf_pickle_refuses_code(tmp_path):
         path = tmp_path / f"evil{i}.pkl"
         path.write_bytes(pickle.dumps(payload, protocol=4))
         with pytest.raises(UnsafePickleError, match="system") as info:
-            legacy.load_tf_pickle(path)
+            tf_pickle.load_tf_pickle(path)
         assert str(path) in str(info.value)
     assert not target.exists()
     # Anything else off the allow-list is refused too, harmless or not.
     path = tmp_path / "builtin.pkl"
     path.write_bytes(pickle.dumps(Path("x"), protocol=4))
     with pytest.raises(UnsafePickleError, match="pathlib"):
-        legacy.load_tf_pickle(path)
+        tf_pickle.load_tf_pickle(path)
 
 
 def test_restricted_unpickler_accepts_numpy1_names():
@@ -309,7 +310,7 @@ def test_restricted_unpickler_accepts_numpy1_names():
     data = pickle.dumps((a, np.float32(2.5)), protocol=3)  # GLOBAL opcodes spell the module out
     for old, new in ((b"numpy._core.multiarray", b"numpy.core.multiarray"),
                      (b"numpy.core.multiarray", b"numpy._core.multiarray")):
-        b, s = legacy._RestrictedUnpickler(io.BytesIO(data.replace(old, new))).load()
+        b, s = tf_pickle._RestrictedUnpickler(io.BytesIO(data.replace(old, new))).load()
         assert np.array_equal(a, b) and float(s) == 2.5
 
 
@@ -326,7 +327,7 @@ def test_tf_pickle_corrupt(tmp_path, kind):
     else:
         torch.save({"a": torch.ones(2)}, path)
     with pytest.raises(ModelFormatError) as info:
-        legacy.load_tf_pickle(path)
+        tf_pickle.load_tf_pickle(path)
     assert str(path) in str(info.value)
     assert not isinstance(info.value, UnsafePickleError)
 
@@ -385,8 +386,9 @@ def test_pulse_state_dicts_match_source_generator(tmp_path):
     torch.save(syn, tmp_path / "synthesis.pt")
     torch.save(mapping, tmp_path / "mapping.pt")
 
-    G = legacy.load_pulse_state_dicts(tmp_path / "synthesis.pt", tmp_path / "mapping.pt")
-    assert G.has_mapping is True
+    loaded = pulse_pt.load_pulse_state_dicts(tmp_path / "synthesis.pt", tmp_path / "mapping.pt")
+    G = loaded.generator
+    assert loaded.has_mapping is True
     assert G.cfg.instance_norm_eps == 1e-5
     assert (G.cfg.resolution, G.cfg.w_dim, G.cfg.latent_dim, G.cfg.mapping_layers) == (32, 24, 32, 3)
     assert [G.cfg.nf(s) for s in range(1, 5)] == [16, 16, 16, 8]
@@ -396,11 +398,12 @@ def test_pulse_state_dicts_match_source_generator(tmp_path):
         assert max_diff(G.mapping(z), src.mapping(z)) <= 1e-5
     # The port stores no w_avg or noise maps: zero, and fixed seeded maps.
     assert torch.equal(G.w_avg, torch.zeros(24))
-    G2 = legacy.load_pulse_state_dicts(tmp_path / "synthesis.pt", tmp_path / "mapping.pt")
+    G2 = pulse_pt.load_pulse_state_dicts(tmp_path / "synthesis.pt", tmp_path / "mapping.pt").generator
     assert torch.equal(G2.synthesis.noise_const5, G.synthesis.noise_const5)
 
-    G3 = legacy.load_pulse_state_dicts(tmp_path / "synthesis.pt")
-    assert G3.has_mapping is False
+    loaded3 = pulse_pt.load_pulse_state_dicts(tmp_path / "synthesis.pt")
+    G3 = loaded3.generator
+    assert loaded3.has_mapping is False
     with torch.no_grad():
         assert max_diff(G3.synthesize(ws, noise), src.synthesize(ws, noise)) <= 1e-5
 
@@ -411,8 +414,8 @@ def test_pulse_state_dicts_legacy_torch_serialization(tmp_path):
     syn, _ = pulse_state_dicts(src)
     path = tmp_path / "synthesis.pt"
     torch.save(syn, path, _use_new_zipfile_serialization=False)
-    assert legacy.detect_format(path) == "pulse-state-dict"
-    G = legacy.load_pulse_state_dicts(path)
+    assert sniff.detect_format(path) == "pulse-state-dict"
+    G = pulse_pt.load_pulse_state_dicts(path).generator
     ws, noise, _ = random_inputs(src)
     with torch.no_grad():
         assert max_diff(G.synthesize(ws, noise), src.synthesize(ws, noise)) <= 1e-5
@@ -440,7 +443,7 @@ def test_pulse_state_dicts_mismatch(tmp_path, change):
     torch.save(syn, tmp_path / "synthesis.pt")
     torch.save(mapping, tmp_path / "mapping.pt")
     with pytest.raises(ModelFormatError) as info:
-        legacy.load_pulse_state_dicts(tmp_path / "synthesis.pt", tmp_path / "mapping.pt")
+        pulse_pt.load_pulse_state_dicts(tmp_path / "synthesis.pt", tmp_path / "mapping.pt")
     assert expect in str(info.value)
 
 
@@ -453,7 +456,7 @@ def test_pulse_state_dicts_refuse_code(tmp_path, which):
     torch.save({"dense0.weight": Evil(target)}, evil)
     args = (evil,) if which == "synthesis" else (tmp_path / "synthesis.pt", evil)
     with pytest.raises(UnsafePickleError, match="system") as info:
-        legacy.load_pulse_state_dicts(*args)
+        pulse_pt.load_pulse_state_dicts(*args)
     assert str(evil) in str(info.value)
     assert not target.exists()
 
@@ -473,7 +476,7 @@ def test_torch_files_corrupt(tmp_path, kind):
         path.write_bytes(pickle.dumps({"a": 1}, protocol=4))
     elif kind == "not-a-dict":
         torch.save([torch.ones(2)], path)
-    for load in (legacy.load_pulse_state_dicts, legacy.load_gaussian_fit_pt):
+    for load in (pulse_pt.load_pulse_state_dicts, pulse_pt.load_gaussian_fit_pt):
         with pytest.raises(ModelFormatError) as info:
             load(path)
         assert str(path) in str(info.value)
@@ -488,7 +491,7 @@ def test_gaussian_fit(tmp_path):
     g = torch.Generator().manual_seed(5)
     mean, std = torch.randn(512, generator=g), torch.rand(512, generator=g) + 0.1
     torch.save({"mean": mean, "std": std}, tmp_path / "gaussian_fit.pt")
-    fit = legacy.load_gaussian_fit_pt(tmp_path / "gaussian_fit.pt")
+    fit = pulse_pt.load_gaussian_fit_pt(tmp_path / "gaussian_fit.pt")
     assert set(fit) == {"mean", "std"}
     assert torch.equal(fit["mean"], mean) and torch.equal(fit["std"], std)
     assert fit["mean"].dtype == torch.float32
@@ -505,7 +508,7 @@ def test_gaussian_fit_invalid(tmp_path, content, message):
     path = tmp_path / "gaussian_fit.pt"
     torch.save(content, path)
     with pytest.raises(ModelFormatError, match=message) as info:
-        legacy.load_gaussian_fit_pt(path)
+        pulse_pt.load_gaussian_fit_pt(path)
     assert str(path) in str(info.value)
 
 
@@ -515,18 +518,18 @@ def test_gaussian_fit_invalid(tmp_path, content, message):
 
 def test_detect_format(tmp_path):
     G = random_generator(tiny_config(resolution=8))
-    assert legacy.detect_format(write_tf_pickle(tmp_path / "g.pkl", G)) == "tf-pickle"
+    assert sniff.detect_format(write_tf_pickle(tmp_path / "g.pkl", G)) == "tf-pickle"
     torch.save({"a": torch.ones(2)}, tmp_path / "s.pt")
-    assert legacy.detect_format(tmp_path / "s.pt") == "pulse-state-dict"
-    assert legacy.detect_format(save_generator(G, tmp_path / "g.safetensors")) == "pulse-sr"
+    assert sniff.detect_format(tmp_path / "s.pt") == "pulse-state-dict"
+    assert sniff.detect_format(save_generator(G, tmp_path / "g.safetensors")) == "pulse-sr"
     for name, data in [("empty", b""), ("random", b"\x13\x37" + np.random.default_rng(2).bytes(500)),
                        ("text", b"hello world, not a model\n"), ("short-header", b"\x05" + b"\x00" * 7 + b"{}")]:
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ModelFormatError) as info:
-            legacy.detect_format(tmp_path / name)
+            sniff.detect_format(tmp_path / name)
         assert str(tmp_path / name) in str(info.value)
     with pytest.raises(ModelFormatError, match="cannot read"):
-        legacy.detect_format(tmp_path / "does-not-exist.pkl")
+        sniff.detect_format(tmp_path / "does-not-exist.pkl")
 
 
 # ---------------------------------------------------------------------------
@@ -580,7 +583,7 @@ def test_matches_reference_port(tmp_path, resolution):
     torch.save(sd, tmp_path / "synthesis.pt")
     del sd
 
-    G = legacy.load_pulse_state_dicts(tmp_path / "synthesis.pt")
+    G = pulse_pt.load_pulse_state_dicts(tmp_path / "synthesis.pt").generator
     assert G.cfg.resolution == resolution and G.cfg.instance_norm_eps == 1e-5
     with torch.inference_mode():
         out = G.synthesize(ws, noise)

@@ -2,7 +2,7 @@
 they live on disk once downloaded.
 
 This module only describes and locates files; fetching them is
-:mod:`pulse_sr.download`. It imports neither torch nor the networks, so that
+:mod:`pulse_sr.hub.download`. It imports neither torch nor the networks, so that
 ``pulse models list`` stays instant.
 
 Downloaded files live in ``cache_dir() / NAME / FILENAME``; the bundled model
@@ -11,15 +11,14 @@ lives inside the installed package.
 
 from __future__ import annotations
 
-import json
-import struct
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from .errors import DownloadError, PulseError
-from .paths import cache_dir
+from ..errors import DownloadError, PulseError
+from ..formats.safetensors_file import read_config
+from ..runtime import cache_dir
 
 __all__ = [
     "MODEL_KINDS", "ModelFile", "ModelEntry", "REGISTRY", "UnknownModelError",
@@ -217,16 +216,6 @@ def model_status(entry: ModelEntry) -> str:
     return "not downloaded"
 
 
-def _safetensors_metadata(path: Path) -> dict:
-    # The header is an 8-byte little-endian length then JSON; reading it
-    # directly keeps torch out of `pulse models list`.
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        if n > 100_000_000:
-            raise ValueError("implausible safetensors header length")
-        return json.loads(f.read(n)).get("__metadata__") or {}
-
-
 def entry_resolution(entry: ModelEntry) -> Optional[int]:
     """The entry's resolution, read from a present safetensors file when not recorded."""
     if entry.resolution is not None:
@@ -235,9 +224,8 @@ def entry_resolution(entry: ModelEntry) -> Optional[int]:
     if path.suffix != ".safetensors" or not path.is_file():
         return None
     try:
-        config = json.loads(_safetensors_metadata(path).get("pulse_sr_config", "{}"))
-        return int(config["resolution"])
-    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return int(read_config(path)["resolution"])
+    except (PulseError, KeyError, TypeError, ValueError):
         return None
 
 

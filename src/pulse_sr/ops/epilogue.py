@@ -1,19 +1,26 @@
-"""The synthesis-layer epilogue: noise, bias, leaky ReLU, instance norm, style.
+"""The synthesis-layer epilogue of StyleGAN v1: noise, bias, leaky ReLU, instance norm, style.
 
-Three implementations of one function:
+One function, :func:`epilogue`, with the implementation chosen at the call by
+``impl`` (the pattern of stylegan3's ``bias_act``):
 
-* ``epilogue_reference``: the plain, readable version (autograd does the rest);
-  used when ``layer.fused`` is False and as the yardstick in the tests.
-* ``_FusedEpilogue``: torch ops with a hand-written backward. At 512 and
-  1024 px these element-wise passes, not the convolutions, dominated a PULSE
+* ``"ref"``: :func:`epilogue_reference`, the plain, readable version (autograd
+  does the rest); the yardstick of the tests.
+* ``"torch"``: ``_FusedEpilogue``, torch ops with a hand-written backward. At 512
+  and 1024 px these element-wise passes, not the convolutions, dominated a PULSE
   step on CPU, and autograd's generic backward of ``var_mean`` and ``addcmul``
   makes several more full-size passes than needed.
-* ``_NativeEpilogue``: the C kernels of ``native.py`` (two passes each way);
-  ``epilogue_fused`` picks it for float32 channels-last CPU tensors when the
-  kernels could be built, and ``_FusedEpilogue`` otherwise (CUDA, MPS, float64).
+* ``"c"``: ``_NativeEpilogue``, the C kernels of ``epilogue_kernels.c`` (two
+  passes each way), built by :mod:`pulse_sr.ops.native`. Only for float32
+  channels-last CPU tensors; asking for it elsewhere raises
+  :class:`ImplUnavailableError`.
+* ``"auto"``: ``"c"`` where it applies and builds, else ``"torch"``; the choice
+  is logged at debug level.
 
-``tests/test_epilogue.py`` and ``tests/test_native.py`` check them against each
-other (values, gradients, ``gradcheck``).
+:func:`default_impl` is ``"auto"``, or ``"torch"`` when ``PULSE_NO_NATIVE`` is set;
+generators read it once, when they are built.
+
+``tests/test_epilogue.py`` and ``tests/test_native.py`` check the implementations
+against each other (values, gradients, ``gradcheck``).
 
 Shapes: x (B, C, H, W); noise (B or 1, 1, H, W) or None; noise_strength (C,);
 bias (C,) or None (already added by the conv); gamma, beta (B, C) with
@@ -22,12 +29,50 @@ gamma = style scale + 1.
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import os
+from importlib import resources
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import PulseError
 from . import native
+
+log = logging.getLogger(__name__)
+
+IMPLS = ("auto", "ref", "torch", "c")
+
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+KERNEL_NAME = "epilogue"
+KERNEL_SOURCES = ("epilogue_kernels.c",)
+KERNEL_SIGNATURES = {
+    "epi_stats": [_P, _P, _I, _P, _P, _I, _I, _I, _I, _I, _P, _P],
+    "epi_forward": [_P, _P, _I, _P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P],
+    "epi_backward_sums": [_P, _P, _P, _I, _P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P],
+    "epi_backward": [_P, _P, _P, _I, _P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P],
+}
+
+
+class ImplUnavailableError(PulseError, RuntimeError):
+    """An op was asked for an implementation that cannot run on these inputs or this machine."""
+
+
+def default_impl() -> str:
+    """``"torch"`` when the environment variable ``PULSE_NO_NATIVE`` is set, else ``"auto"``."""
+    return "torch" if os.environ.get("PULSE_NO_NATIVE") else "auto"
+
+
+def kernels() -> Optional[ctypes.CDLL]:
+    """The C kernels, built on first use; None if they cannot be built (see :func:`kernels_error`)."""
+    return native.get_library(KERNEL_NAME, KERNEL_SOURCES, KERNEL_SIGNATURES, resources.files(__package__))
+
+
+def kernels_error() -> Optional[str]:
+    return native.build_error(KERNEL_NAME)
+
 
 SLOPE = 0.2
 
@@ -157,7 +202,7 @@ class _NativeEpilogue(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, noise, noise_strength, bias, gamma, beta, eps):
-        lib = native.load()
+        lib = kernels()
         B, C, H, W = x.shape
         P, T = H * W, torch.get_num_threads()
         args, keep = _kernel_args(x, noise, noise_strength, bias)  # keep: what args point into
@@ -179,7 +224,7 @@ class _NativeEpilogue(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        lib = native.load()
+        lib = kernels()
         x, noise, noise_strength, bias, gamma = ctx.saved_tensors
         mean, r = ctx.stats
         need_x, need_noise, need_s, need_b, need_gamma, need_beta, _ = ctx.needs_input_grad
@@ -227,27 +272,70 @@ def _kernel_args(x, noise, noise_strength, bias):
     return args, (nz, s, b)  # the caller keeps these alive while the kernels run
 
 
+def _c_mismatch(x: torch.Tensor, noise: Optional[torch.Tensor], noise_strength: torch.Tensor,
+                bias: Optional[torch.Tensor], gamma: torch.Tensor, beta: torch.Tensor) -> Optional[str]:
+    """Why the C kernels cannot take these inputs, or None if they can.
+
+    The kernels index raw memory, so every shape is checked here.
+    """
+    if x.device.type != "cpu":
+        return f"the C kernels run on the CPU, not {x.device.type}"
+    if x.dtype != torch.float32 or x.dim() != 4:
+        return f"the C kernels take a float32 (B, C, H, W) tensor, not {x.dtype} with {x.dim()} dims"
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        return "the C kernels take channels-last (NHWC) activations; this tensor is NCHW"
+    B, C, H, W = x.shape
+    others = [t for t in (noise, noise_strength, bias, gamma, beta) if t is not None]
+    if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in others):
+        return "the C kernels take float32 CPU tensors for every argument"
+    if noise is not None and not (noise.dim() == 4 and noise.shape[0] in (1, B) and noise.shape[1:] == (1, H, W)):
+        return f"noise of shape {tuple(noise.shape)} does not match x {tuple(x.shape)}"
+    if noise_strength.shape != (C,) or (bias is not None and bias.shape != (C,)):
+        return "noise_strength and bias must have shape (C,)"
+    if gamma.shape != (B, C) or beta.shape != (B, C):
+        return "gamma and beta must have shape (B, C) (no broadcasting)"
+    return None
+
+
 def native_applies(x: torch.Tensor, noise: Optional[torch.Tensor], noise_strength: torch.Tensor,
                    bias: Optional[torch.Tensor], gamma: torch.Tensor, beta: torch.Tensor) -> bool:
-    """Whether epilogue_fused runs the C kernels for these inputs.
+    """Whether the C kernels can take these inputs (built or not)."""
+    return _c_mismatch(x, noise, noise_strength, bias, gamma, beta) is None
 
-    The kernels index raw memory, so every shape is checked here; anything
-    else (other devices, dtypes, layouts or broadcasts) takes the torch ops.
+
+_last_auto: Optional[str] = None
+
+
+def _log_auto(choice: str, why: str) -> None:
+    # Said once per change of choice, not once per layer and step.
+    global _last_auto
+    if choice != _last_auto:
+        _last_auto = choice
+        log.debug("epilogue impl='auto' runs %r: %s", choice, why)
+
+
+def epilogue(x: torch.Tensor, noise: Optional[torch.Tensor], noise_strength: torch.Tensor,
+             bias: Optional[torch.Tensor], gamma: torch.Tensor, beta: torch.Tensor,
+             eps: float, impl: str = "auto") -> torch.Tensor:
+    """noise, bias, leaky ReLU, instance norm, style: (B, C, H, W) -> (B, C, H, W).
+
+    ``impl`` is one of :data:`IMPLS`; see the module docstring.
     """
-    if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-            and x.is_contiguous(memory_format=torch.channels_last)):
-        return False
-    B, C, H, W = x.shape
-    cpu32 = [t for t in (noise, noise_strength, bias, gamma, beta) if t is not None]
-    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in cpu32)
-            and (noise is None or (noise.dim() == 4 and noise.shape[0] in (1, B) and noise.shape[1:] == (1, H, W)))
-            and noise_strength.shape == (C,) and (bias is None or bias.shape == (C,))
-            and gamma.shape == (B, C) and beta.shape == (B, C))
-
-
-def epilogue_fused(x: torch.Tensor, noise: Optional[torch.Tensor], noise_strength: torch.Tensor,
-                   bias: Optional[torch.Tensor], gamma: torch.Tensor, beta: torch.Tensor,
-                   eps: float) -> torch.Tensor:
-    if native_applies(x, noise, noise_strength, bias, gamma, beta) and native.load() is not None:
+    if impl == "ref":
+        return epilogue_reference(x, noise, noise_strength, bias, gamma, beta, eps)
+    if impl == "c":
+        why = _c_mismatch(x, noise, noise_strength, bias, gamma, beta)
+        if why is None and kernels() is None:
+            why = f"they could not be built ({kernels_error()})"
+        if why is not None:
+            raise ImplUnavailableError(f"epilogue impl='c' cannot run: {why}; use impl='auto' or 'torch'")
         return _NativeEpilogue.apply(x, noise, noise_strength, bias, gamma, beta, eps)
+    if impl == "auto":
+        why = _c_mismatch(x, noise, noise_strength, bias, gamma, beta)
+        if why is None and kernels() is not None:
+            _log_auto("c", "float32 channels-last CPU inputs")
+            return _NativeEpilogue.apply(x, noise, noise_strength, bias, gamma, beta, eps)
+        _log_auto("torch", why or f"C kernels unavailable ({kernels_error()})")
+    elif impl != "torch":
+        raise ValueError(f"unknown epilogue impl {impl!r}; choose from {', '.join(IMPLS)}")
     return _FusedEpilogue.apply(x, noise, noise_strength, bias, gamma, beta, eps)

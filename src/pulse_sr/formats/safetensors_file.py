@@ -1,0 +1,120 @@
+"""The project's own format: one ``.safetensors`` file with a JSON config.
+
+The config (``StyleGAN1Config`` plus extras such as the crop convention) sits in
+the safetensors metadata under ``pulse_sr_config``; the Gaussian fit, if known,
+is stored as the tensors ``prior.mean`` and ``prior.std``. Weights may be
+stored in float16 to keep bundled files small; they load as float32.
+
+:func:`read_metadata` parses the header with the standard library alone, so
+that ``pulse models list`` never imports torch; it is the one header reader.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Optional
+
+from ..errors import ModelFormatError
+from . import LoadedWeights
+
+FORMAT_KEY = "pulse_sr_format"
+FORMAT_NAME = "pulse-sr/stylegan1"
+CONFIG_KEY = "pulse_sr_config"
+EXTRAS_KEY = "pulse_sr_extras"
+MAX_HEADER_BYTES = 100_000_000
+
+
+def read_header(path) -> dict:
+    """The JSON header of a safetensors file: {tensor name: {dtype, shape, data_offsets}, "__metadata__": {...}}.
+
+    Raises ModelFormatError for a file that is not safetensors.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = path.stat().st_size
+            if len(head) < 8:
+                raise ValueError("shorter than a header")
+            (n,) = struct.unpack("<Q", head)
+            if not 2 <= n <= min(size - 8, MAX_HEADER_BYTES):
+                raise ValueError(f"implausible header length {n}")
+            header = json.loads(f.read(n))
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if not isinstance(header, dict):
+        raise ModelFormatError(f"{path}: not a readable safetensors file (header is not a JSON object)")
+    return header
+
+
+def read_metadata(path) -> dict:
+    """The string metadata of a safetensors file (``__metadata__``), {} if none."""
+    meta = read_header(path).get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ModelFormatError(f"{path}: not a readable safetensors file (__metadata__ is not an object)")
+    return meta
+
+
+def read_config(path) -> dict:
+    """The generator config recorded in a pulse-sr file, as a dict (no torch needed)."""
+    meta = read_metadata(path)
+    try:
+        config = json.loads(meta[CONFIG_KEY])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelFormatError(f"{path}: no readable {CONFIG_KEY} in the metadata ({exc})") from exc
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"{path}: {CONFIG_KEY} is not a JSON object")
+    return config
+
+
+def save_generator(G, path, gaussian_fit: Optional[dict] = None,
+                   extras: Optional[dict] = None, half: bool = False) -> Path:
+    """Write ``G`` (and optionally its Gaussian fit and extra metadata) to ``path``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    if gaussian_fit is not None:
+        tensors["prior.mean"] = gaussian_fit["mean"].detach().float().cpu().contiguous()
+        tensors["prior.std"] = gaussian_fit["std"].detach().float().cpu().contiguous()
+    meta = {FORMAT_KEY: FORMAT_NAME, CONFIG_KEY: json.dumps(G.cfg.to_dict()),
+            EXTRAS_KEY: json.dumps(extras or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def load_saved_generator(path) -> LoadedWeights:
+    """Load a file written by :func:`save_generator`, with its Gaussian fit and extras if stored."""
+    from safetensors.torch import load_file
+
+    from ..networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
+    from .keys import load_state_strict
+
+    meta = read_metadata(path)
+    if meta.get(FORMAT_KEY) != FORMAT_NAME:
+        raise ModelFormatError(f"{path}: safetensors file without pulse-sr metadata "
+                               f"(expected {FORMAT_KEY}={FORMAT_NAME!r})")
+    try:
+        cfg = StyleGAN1Config.from_dict(json.loads(meta[CONFIG_KEY]))
+        extras = json.loads(meta.get(EXTRAS_KEY, "{}"))
+        tensors = load_file(str(path))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelFormatError(f"{path}: bad pulse-sr config ({exc})") from exc
+    except Exception as exc:
+        raise ModelFormatError(f"{path}: cannot read tensors ({exc})") from exc
+    fit = None
+    if "prior.mean" in tensors:
+        fit = {"mean": tensors.pop("prior.mean").float(), "std": tensors.pop("prior.std").float()}
+    G = StyleGAN1Generator(cfg)
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    load_state_strict(G, tensors, str(path))
+    return LoadedWeights(G.eval().requires_grad_(False), format="pulse-sr", gaussian_fit=fit, metadata=extras)

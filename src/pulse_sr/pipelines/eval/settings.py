@@ -1,0 +1,65 @@
+"""What an evaluation runs (:class:`EvalSettings`) and the signature that keys its resumable records."""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Optional, Sequence
+
+from ...metrics.niqe import BLOCK_SIZE
+from ...ops.degrade import Degradation, parse_degradations
+from ...search import PulseOptions
+from ...search.options import option
+
+EVAL_FORMAT = 1          # bump when per-image records change meaning
+CLEAN = "clean"          # the condition without degradation
+GRID_RUNS = 3            # PULSE columns in a figure grid
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    """What an evaluation runs; everything but ``batch_images`` and ``grid_images`` is in the results."""
+
+    scale: int = option(8, "Downscale factor HR -> LR.", min=1)
+    runs: int = option(5, "PULSE runs (seeds) per image.", min=1)
+    n: Optional[int] = option(200, "Use the first N images by name; 0 = all.", min=0, cli="--n")
+    labels: Optional[str] = option(None, "'utkface' (age_gender_race_* names) or a CSV of file,group[,...].")
+    degrade: str = option("", "Also run on degraded inputs, e.g. gaussian:25,gaussian:50,motion:100,saltpepper:0.05 "
+                            "(the paper's Sec. 5).")
+    seed: int = option(0, "Seed of run 0 (run k uses seed+k); also seeds the degradations.")
+    batch_images: int = option(4, "Images searched together (each with all its runs).", min=1, cli="--batch")
+    grid_images: int = option(8, "Images shown in the figure grids.", min=0, cli="--grid")
+    niqe: bool = option(True, "Compute NIQE (needs a resolution of at least 96 px; the slowest metric at 1024 px).")
+    niqe_color: str = option("gray", "NIQE's RGB to one plane: MATLAB's rgb2gray (as MATLAB's niqe) or YCbCr's Y.",
+                           choices=("gray", "y"))
+
+    def validate(self) -> None:
+        if self.scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {self.scale}")
+        if self.runs < 1:
+            raise ValueError(f"runs must be at least 1, got {self.runs}")
+        if self.n is not None and self.n < 0:
+            raise ValueError(f"n must be at least 0 (0 = all), got {self.n}")
+        if self.batch_images < 1:
+            raise ValueError(f"batch_images must be at least 1, got {self.batch_images}")
+        if self.niqe_color not in ("gray", "y"):
+            raise ValueError(f"niqe_color must be 'gray' or 'y', got {self.niqe_color!r}")
+        parse_degradations(self.degrade)
+
+
+def signature(model, opts: PulseOptions, s: EvalSettings, degradations: Sequence[Degradation]) -> dict:
+    """Everything a per-image record depends on; a record with another signature is redone."""
+    return {"format": EVAL_FORMAT, "model": model.source, "resolution": model.resolution,
+            "scale": s.scale, "runs": s.runs, "seed": s.seed,
+            "degradations": [d.name for d in degradations],
+            "niqe": s.niqe and model.resolution >= BLOCK_SIZE, "niqe_color": s.niqe_color,
+            "options": opts.to_dict()}
+
+
+def condition_seed(seed: int, name: str, condition: str) -> int:
+    # Stable across runs and batchings (Python's hash() is salted per process).
+    return zlib.crc32(f"{seed}|{name}|{condition}".encode()) & 0x7FFFFFFF
+
+
+def file_tag(condition: str) -> str:
+    return condition.replace(":", "-")

@@ -1,0 +1,227 @@
+"""The PULSE search: find latents whose image downscales to the input. Tensors in, tensors out.
+
+Section 3 of the paper: minimise ``||DS(G(z)) - I_LR||`` (plus the geodesic
+cross loss) by projected gradient descent of per-layer latents on the sphere
+sqrt(d) S^(d-1), each mapped into W by the Gaussian fit, and optionally of
+the first noise maps. One step reads as the algorithm:
+
+    latent -> prior -> synthesize -> downscale -> loss -> best-tracker -> step -> project
+
+Departures from the reference code, all deliberate:
+
+* the returned image is the best one seen (within eps first, then lowest
+  loss), not the last iterate;
+* a result is always returned, with a success flag, histories and timings;
+* K samples of each input, and several inputs, run as one batch, and each
+  sample's start depends only on its own seed;
+* any resolution / LR size pair with an integer factor works.
+
+This module touches no files, no process-wide settings and no image library:
+the caller converts images (:mod:`pulse_sr.images`), picks the device and
+tunes the process (:mod:`pulse_sr.runtime`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..errors import InputSizeError
+from ..ops.resample import bicubic_downscale, check_lr_size
+from .losses import PulseLoss
+from .options import PulseOptions
+from .prior import latent_to_w
+from .schedules import lr_factor, make_optimizer
+from .sphere import project_, vector_norms
+
+if TYPE_CHECKING:
+    from ..model import PulseModel
+
+Progress = Callable[[int, int, dict], None]
+
+
+@dataclasses.dataclass
+class PulseResult:
+    """What a search returns; sample ``n * K + k`` is input n's k-th sample."""
+
+    images: torch.Tensor            # (B, 3, R, R) in [0, 1]: the best image of each sample.
+    downscaled: torch.Tensor        # (B, 3, h, w) in [0, 1]: DS(images).
+    best_l2: torch.Tensor           # (B,) downscaling L2 of the returned image.
+    best_loss: torch.Tensor         # (B,) total loss of the returned image.
+    best_step: torch.Tensor         # (B,) step (0-based) at which it was found.
+    success: torch.Tensor           # (B,) best_l2 <= eps.
+    loss_history: torch.Tensor      # (steps_taken, B) total loss per step.
+    l2_history: torch.Tensor        # (steps_taken, B) L2 per step.
+    ws: torch.Tensor                # (B, num_ws, w_dim) W+ of the returned image.
+    seeds: List[int]                # Seed of each sample.
+    steps_taken: int
+    seconds: float
+    eps: float
+    warnings: List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def all_success(self) -> bool:
+        return bool(self.success.all())
+
+
+class _BestTracker:
+    """Keeps, per sample, the best image seen: within eps beats outside it, then the lower loss wins."""
+
+    def __init__(self, batch: int, device):
+        self.loss = torch.full((batch,), float("inf"), device=device)
+        self.l2 = torch.full((batch,), float("inf"), device=device)
+        self.ok = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.step = torch.zeros(batch, dtype=torch.long, device=device)
+        self.img = self.img_lr = self.ws = None
+
+    @torch.no_grad()
+    def update(self, step: int, img, img_lr, ws, loss, l2, ok) -> None:
+        better = (ok & ~self.ok) | ((ok == self.ok) & (loss < self.loss))
+        if self.img is None:
+            self.img, self.img_lr, self.ws = img.detach().clone(), img_lr.detach().clone(), ws.detach().clone()
+        else:
+            m = better.view(-1, 1, 1, 1)
+            self.img = torch.where(m, img.detach(), self.img)
+            self.img_lr = torch.where(m, img_lr.detach(), self.img_lr)
+            self.ws = torch.where(better.view(-1, 1, 1), ws.detach(), self.ws)
+        self.loss = torch.where(better, loss, self.loss)
+        self.l2 = torch.where(better, l2, self.l2)
+        self.ok = self.ok | ok
+        self.step = torch.where(better, torch.full_like(self.step, step), self.step)
+
+
+def _as_batch(lr) -> torch.Tensor:
+    if not torch.is_tensor(lr):
+        raise TypeError(f"upsample takes a tensor, got {type(lr).__name__}; convert images with "
+                        f"pulse_sr.images.pil_to_tensor (or read_image)")
+    if lr.ndim == 3:
+        lr = lr[None]
+    if lr.ndim != 4 or lr.shape[1] != 3:
+        raise InputSizeError(f"expected an LR image of shape (3, h, w) or (N, 3, h, w), got {tuple(lr.shape)}")
+    return lr.float()
+
+
+def _zeroed_noise_layers(bad_layers: Sequence[int], count: int, warnings: List[str]) -> set:
+    """Indices of noise layers forced to zero; -1 is the last (the paper's layer 17 at 1024 px)."""
+    bad = set()
+    for i in bad_layers:
+        j = i + count if i < 0 else i
+        if 0 <= j < count:
+            bad.add(j)
+        else:
+            warnings.append(f"bad noise layer {i} ignored: the model has {count} noise layers")
+    return bad
+
+
+def _initial_state(G, opts: PulseOptions, seeds: List[int], bad: set, device
+                   ) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]], List[torch.Tensor]]:
+    """Gaussian latents and noise maps, one seed per sample: (latent, noise per layer, trainable noise)."""
+    res = G.noise_resolutions
+    # Each sample draws its latent, then its noise maps, from its own seed, so a
+    # sample is the same whether it runs alone or in a batch.
+    lat_rows, noise_rows = [], []
+    for s in seeds:
+        g = torch.Generator().manual_seed(s)
+        lat_rows.append(torch.randn(1 if opts.tile_latent else G.num_ws, G.w_dim, generator=g))
+        noise_rows.append([torch.randn(1, r, r, generator=g) for r in res])
+    latent = torch.stack(lat_rows).to(device).requires_grad_(True)
+    noise: List[Optional[torch.Tensor]] = []
+    trainable: List[torch.Tensor] = []
+    for i in range(len(res)):
+        if opts.noise == "zero" or i in bad:
+            noise.append(None)  # the same as a zero map, without a full-size pass
+            continue
+        n = torch.stack([row[i] for row in noise_rows]).to(device)
+        if opts.noise == "trainable" and i < opts.trainable_noise_layers:
+            n.requires_grad_(True)
+            trainable.append(n)
+        noise.append(n)
+    return latent, noise, trainable
+
+
+def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[PulseOptions] = None, *,
+             samples: int = 1, seed: Optional[int] = None, device=None,
+             progress: Optional[Progress] = None,
+             callback: Optional[Callable[[int, torch.Tensor, torch.Tensor], None]] = None,
+             **kwargs) -> PulseResult:
+    """Run PULSE on ``lr_image``, a (3, h, w) or (N, 3, h, w) tensor in [0, 1].
+
+    ``model`` is a :class:`pulse_sr.PulseModel` (see :func:`pulse_sr.load_model`).
+    ``samples`` starts K searches per input in one batch; sample k uses seed
+    ``seed + k``. Keyword arguments override fields of :class:`PulseOptions`.
+    ``progress(step, steps, info)`` is called after every step and
+    ``callback(step, best_images, best_downscaled)`` too, for saving
+    intermediate results. The search runs on ``device``, or on the model's own
+    device; the model itself is never moved (a copy is made for another device).
+    (``lr`` in the keyword arguments is the learning rate, as in PulseOptions.)
+    """
+    opts = dataclasses.replace(options or PulseOptions(), **kwargs)
+    opts.validate()
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    if not hasattr(model, "gaussian_fit") or not hasattr(model, "generator"):
+        raise TypeError(f"upsample takes a PulseModel (from pulse_sr.load_model), got {type(model).__name__}")
+    if device is not None:
+        model = model.to(device)
+    G, fit, dev = model.generator, model.gaussian_fit, model.device
+    lr = _as_batch(lr_image)
+    n_inputs, _, h, w = lr.shape
+    factor = check_lr_size(h, w, G.resolution)
+
+    batch = n_inputs * samples
+    if seed is None:
+        seed = secrets.randbelow(2 ** 31)
+    seeds = [seed + k for _ in range(n_inputs) for k in range(samples)]
+    lr_ref = lr.to(dev).repeat_interleave(samples, dim=0)
+    warnings: List[str] = []
+    bad = _zeroed_noise_layers(opts.bad_noise_layers, len(G.noise_resolutions), warnings)
+    latent, noise, noise_vars = _initial_state(G, opts, seeds, bad, dev)
+
+    params = [latent] + noise_vars
+    radii = [vector_norms(p).detach() for p in params]
+    opt = make_optimizer(opts.optimizer, params, opts.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(opts.schedule, opts.steps))
+    loss_fn = PulseLoss(opts.loss, opts.eps)
+    best = _BestTracker(batch, dev)
+    loss_hist, l2_hist = [], []
+    start = time.perf_counter()
+    steps_taken = 0
+    for step in range(opts.steps):
+        lat = latent.expand(-1, G.num_ws, -1) if opts.tile_latent else latent
+        ws = latent_to_w(lat, fit)                          # prior: sphere -> W+ (Sec. 3.3)
+        img = (G.synthesize(ws, noise) + 1) / 2             # generator, to [0, 1]
+        img_lr = bicubic_downscale(img, factor)             # DS, the exact bicubic of the reference
+        loss, parts = loss_fn(ws, img_lr, lr_ref)           # per-sample loss
+        l2 = parts["L2"].detach()
+        ok = l2 <= opts.eps
+        best.update(step, img, img_lr, ws, loss.detach(), l2, ok)
+        loss_hist.append(loss.detach().cpu())
+        l2_hist.append(l2.cpu())
+        steps_taken = step + 1
+        if callback is not None:
+            callback(step, best.img.clamp(0, 1), best.img_lr.clamp(0, 1))
+        if progress is not None:
+            progress(steps_taken, opts.steps, {"loss": float(loss.detach().mean()), "l2": float(l2.mean()),
+                                               "best_l2": float(best.l2.max()),
+                                               "done": int(best.ok.sum()), "batch": batch})
+        if opts.early_stop and bool(ok.all()):
+            break
+        grads = torch.autograd.grad(loss.sum(), params)
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        with torch.no_grad():
+            for p, r in zip(params, radii):
+                project_(p, r)                              # back onto the sphere (Sec. 3.3)
+        sched.step()
+    seconds = time.perf_counter() - start
+    return PulseResult(
+        images=best.img.clamp(0, 1).cpu(), downscaled=best.img_lr.clamp(0, 1).cpu(),
+        best_l2=best.l2.cpu(), best_loss=best.loss.cpu(), best_step=best.step.cpu(),
+        success=(best.l2 <= opts.eps).cpu(), loss_history=torch.stack(loss_hist),
+        l2_history=torch.stack(l2_hist), ws=best.ws.cpu(), seeds=seeds, steps_taken=steps_taken,
+        seconds=seconds, eps=opts.eps, warnings=warnings)

@@ -1,0 +1,63 @@
+"""The settings of one PULSE search, with their defaults (the paper's) and their help texts.
+
+The CLI builds its ``pulse upsample`` and ``pulse eval`` options from these
+fields, so defaults, choices and help live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from .losses import parse_loss
+from .schedules import OPTIMIZERS, SCHEDULES
+
+NOISE_TYPES = ("zero", "fixed", "trainable")
+
+
+def option(default, help: str, **meta):
+    """A field whose metadata carries its help text (and choices or a minimum) for the CLI."""
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default=tuple(default), metadata={"help": help, **meta})
+    return dataclasses.field(default=default, metadata={"help": help, **meta})
+
+
+@dataclasses.dataclass
+class PulseOptions:
+    """Search settings; the defaults are the paper's reference setting."""
+
+    loss: str = option("100*L2+0.05*GEOCROSS",
+                     "Weighted terms joined by '+': L2 or L1 (downscaling), GEOCROSS (latent cross loss).")
+    eps: float = option(2e-3, "Success threshold on the downscaling L2.")
+    noise: str = option("trainable", "Per-layer noise maps: zero, fixed random, or optimised for the first layers.",
+                      choices=NOISE_TYPES)
+    trainable_noise_layers: int = option(5, "With --noise trainable: how many of the first noise maps are optimised.",
+                                       min=0)
+    bad_noise_layers: Sequence[int] = option(
+        (-1,), "Noise layers forced to zero, '.'-separated; -1 is the last layer (17 on a 1024-px model).")
+    tile_latent: bool = option(False, "One latent for all layers instead of W+.")
+    optimizer: str = option("adam", "Optimiser of the latent search.", choices=tuple(OPTIMIZERS))
+    lr: float = option(0.4, "Learning rate.")
+    steps: int = option(100, "Optimisation steps.", min=1)
+    schedule: str = option("linear1cycledrop", "Learning-rate schedule.", choices=SCHEDULES)
+    early_stop: bool = option(False, "Stop once every sample is within eps.")
+
+    def validate(self) -> None:
+        """Raise ValueError with a one-line reason for any bad value."""
+        parse_loss(self.loss)
+        if self.noise not in NOISE_TYPES:
+            raise ValueError(f"unknown noise type {self.noise!r}; choose from {', '.join(NOISE_TYPES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be positive, got {self.eps}")
+        if self.trainable_noise_layers < 0:
+            raise ValueError(f"trainable_noise_layers must be at least 0, got {self.trainable_noise_layers}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready values (tuples as lists), as recorded in reports."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
