@@ -108,10 +108,15 @@ def closed_port() -> int:
 
 
 def test_full_download_checks_size_and_hash(server, tmp_path):
+    seen = []
     dest = download(server.url + "/file.bin", tmp_path / "f.bin", sha256=PAYLOAD_SHA,
-                    size=len(PAYLOAD), timeout=TIMEOUT)
+                    size=len(PAYLOAD), timeout=TIMEOUT, progress=lambda *a: seen.append(a))
     assert dest.read_bytes() == PAYLOAD
     assert not (tmp_path / "f.bin.part").exists()
+    # Progress is a callback (the CLI draws the bar): bytes on disk grow to the total.
+    assert seen and all(name == "f.bin" and total == len(PAYLOAD) for name, _, total in seen)
+    done = [d for _, d, _ in seen]
+    assert done == sorted(done) and done[-1] == len(PAYLOAD)
 
 
 def test_interrupted_download_resumes_with_range(server, tmp_path):

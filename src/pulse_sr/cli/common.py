@@ -14,7 +14,7 @@ import click
 from ..errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK
 
 __all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_BAD_INPUT", "EXIT_NOT_FOUND", "echo_err", "validate_options",
-           "load_model_or_exit", "dataclass_options", "options_from_kwargs", "StepBars"]
+           "load_model_or_exit", "dataclass_options", "options_from_kwargs", "StepBars", "ByteBars"]
 
 
 def echo_err(msg: str) -> None:
@@ -60,26 +60,20 @@ def load_model_or_exit(model: str, mapping=None, gaussian_fit=None):
             bar.close()
 
 
-class StepBars:
-    """One tqdm bar per search: ``bars(stem, step, steps, info)`` is a pipeline progress callback."""
+class _Bars:
+    """A progress callback that keeps one tqdm bar per item (search, file), closed when the item changes."""
 
     def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.bar = None
-        self.stem = None
+        self.enabled, self.bar, self.key = enabled, None, None
 
-    def __call__(self, stem: str, step: int, steps: int, info: dict) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
+    def _bar(self, key: str, new: bool = False, **tqdm_kwargs):
+        if key != self.key or self.bar is None or new:
+            from tqdm import tqdm
 
-        if stem != self.stem or self.bar is None or step == 1:
             self.close()
-            self.bar = tqdm(total=steps, desc=stem, unit="step", leave=False, dynamic_ncols=True)
-            self.stem = stem
-        self.bar.update(step - self.bar.n)
-        if "l2" in info:
-            self.bar.set_postfix(l2=f"{info['l2']:.2e}", done=f"{info['done']}/{info['batch']}", refresh=False)
+            self.bar = tqdm(desc=key, leave=False, dynamic_ncols=True, file=sys.stderr, **tqdm_kwargs)
+            self.key = key
+        return self.bar
 
     def close(self) -> None:
         if self.bar is not None:
@@ -91,6 +85,28 @@ class StepBars:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class StepBars(_Bars):
+    """``bars(stem, step, steps, info)``: a pipeline's per-step progress callback."""
+
+    def __call__(self, stem: str, step: int, steps: int, info: dict) -> None:
+        if not self.enabled:
+            return
+        bar = self._bar(stem, new=step == 1, total=steps, unit="step")
+        bar.update(step - bar.n)
+        if "l2" in info:
+            bar.set_postfix(l2=f"{info['l2']:.2e}", done=f"{info['done']}/{info['batch']}", refresh=False)
+
+
+class ByteBars(_Bars):
+    """``bars(filename, bytes_done, total)``: the download progress callback of :mod:`pulse_sr.hub.download`."""
+
+    def __call__(self, name: str, done: int, total) -> None:
+        if not self.enabled:
+            return
+        bar = self._bar(name, total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024)
+        bar.update(done - bar.n)
 
 
 # ---------------------------------------------------------------------------

@@ -2,43 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from ..errors import DownloadError
 from ..hub import registry
 from ..hub.download import download_model
-
-
-class ByteBars:
-    """One tqdm bar per downloaded file: a progress callback of :func:`pulse_sr.hub.download.download`."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled, self.bar, self.name = enabled, None, None
-
-    def __call__(self, name: str, done: int, total) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        if name != self.name or self.bar is None:
-            self.close()
-            self.bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
-                            desc=name, leave=False, file=sys.stderr)
-            self.name = name
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+from .common import ByteBars
 
 
 def _fail(ctx: click.Context, message, code: int):
