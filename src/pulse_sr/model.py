@@ -129,10 +129,11 @@ def load_model(name_or_path, *, device=None, mapping_path=None, gaussian_fit_pat
                                "gaussian_fit.pt (--gaussian-fit)")
     else:
         fit = cached_gaussian_fit(G, cache_dir() / "gaussian_fit", progress=fit_progress)
-    model = PulseModel(G.eval().requires_grad_(False), fit,
-                       crop_template_from(loaded.metadata, int(G.resolution)),
-                       source=str(name_or_path), format=loaded.format, metadata=dict(loaded.metadata))
-    return model.to(device) if device is not None else model
+    if device is not None:  # freshly loaded, so moving it in place touches nobody else's model
+        G.to(device)
+        fit = {k: v.to(device) for k, v in fit.items()}
+    return PulseModel(G.eval().requires_grad_(False), fit, crop_template_from(loaded.metadata, int(G.resolution)),
+                      source=str(name_or_path), format=loaded.format, metadata=dict(loaded.metadata))
 
 
 def load_generator(path_or_name, mapping_path=None, gaussian_fit_path=None) -> PulseModel:
