@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..train.loop import TrainOptions
-from .common import dataclass_options
+from .common import StepBars, dataclass_options
 
 
 @click.command("train")
@@ -21,4 +21,6 @@ def train(data, out, **kwargs):
     """
     from ..train.loop import train as run
 
-    run(TrainOptions(data=data, out=out, **kwargs), log=lambda s: click.echo(s, err=True))
+    with StepBars() as bars:
+        run(TrainOptions(data=data, out=out, **kwargs), log=lambda s: click.echo(s, err=True),
+            progress=lambda done, total: bars("loading images", done, total, {}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Iterable, List
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
@@ -30,17 +30,20 @@ def _resize(img: Image.Image, resolution: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def load_folder(folder, resolution: int, limit: int = 0, progress: bool = True) -> torch.Tensor:
+def load_folder(folder, resolution: int, limit: int = 0,
+                progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+    """(N, 3, R, R) uint8 images of ``folder``; ``progress(done, total)`` after each image."""
     files = list_images(folder)
     if limit:
         files = files[:limit]
     if not files:
         raise FileNotFoundError(f"{folder}: no PNG/JPEG/WebP/BMP images found")
-    it: Iterable = files
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(files, desc="loading images", unit="img")
-    arr = np.stack([_resize(Image.open(f), resolution) for f in it])
+    images = []
+    for f in files:
+        images.append(_resize(Image.open(f), resolution))
+        if progress is not None:
+            progress(len(images), len(files))
+    arr = np.stack(images)
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
@@ -68,10 +71,11 @@ def load_pack(path, resolution: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
 
 
-def load_dataset(source, resolution: int, limit: int = 0) -> torch.Tensor:
+def load_dataset(source, resolution: int, limit: int = 0,
+                 progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
     source = Path(source)
     if source.is_dir():
-        return load_folder(source, resolution, limit)
+        return load_folder(source, resolution, limit, progress)
     if source.suffix == ".npz":
         x = load_pack(source, resolution)
         return x[:limit] if limit else x

@@ -75,8 +75,11 @@ def _mixed_ws(G: StyleGAN1Generator, z: torch.Tensor, prob: float) -> torch.Tens
     return ws, w
 
 
-def train(opts: TrainOptions, log=print) -> Path:
-    """Train (or resume) and return the path of the final EMA generator."""
+def train(opts: TrainOptions, log=print, progress=None) -> Path:
+    """Train (or resume) and return the path of the final EMA generator.
+
+    ``progress(done, total)`` follows the loading of a folder of images.
+    """
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(opts.device)
@@ -116,7 +119,7 @@ def train(opts: TrainOptions, log=print) -> Path:
         log(f"resumed from {ckpt_path} at {nimg / 1000:.3f} kimg")
 
     log(f"loading data from {opts.data}")
-    data = load_dataset(opts.data, opts.resolution, opts.limit)
+    data = load_dataset(opts.data, opts.resolution, opts.limit, progress)
     n_data = data.shape[0]
     data = data.to(device)
     log(f"{n_data} images, device {device}, G {sum(p.numel() for p in G.parameters()) / 1e6:.2f} M params, "
