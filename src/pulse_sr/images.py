@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -12,6 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import InputImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+DEFAULT_MAX_PIXELS = 40_000_000
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -37,17 +40,61 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path) -> Image.Image:
-    """Open ``path`` as an RGB PIL image, or raise InputImageError with a one-line reason."""
+def max_pixels() -> int:
+    """The largest image, in pixels, that is decoded: ``$PULSE_MAX_PIXELS``, default 40 MP.
+
+    A 13000² PNG is 530 KB on disk but 6.9 GB once decoded; the header says its
+    size, so the check costs nothing.
+    """
+    try:
+        return int(float(os.environ.get("PULSE_MAX_PIXELS", DEFAULT_MAX_PIXELS)))
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
+
+
+def _special_kind(st_mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(st_mode):
+            return name
+    return "not a regular file"
+
+
+def load_rgb(path, notes: Optional[List[str]] = None) -> Image.Image:
+    """Open ``path`` as an RGB PIL image, or raise InputImageError with a one-line reason.
+
+    Only regular files are opened (a FIFO named ``x.png`` would block forever),
+    and only images of at most :func:`max_pixels` pixels are decoded. For an
+    animated or multi-page file the first frame is used, and a line saying so
+    is appended to ``notes``.
+    """
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
+        st = path.stat()
     except FileNotFoundError:
         raise InputImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputImageError(f"{path}: is a directory, not an image") from None
+    except OSError as exc:  # a symlink loop, a permission problem, ...
+        raise InputImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputImageError(f"{path}: is a directory, not an image")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputImageError(f"{path}: is {_special_kind(st.st_mode)}, not an image file; only regular files are read")
+    limit = max_pixels()
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > limit:
+                raise InputImageError(f"{path}: {w}×{h} is {w * h / 1e6:.0f} MP, over the {limit / 1e6:.0f} MP limit; "
+                                      f"shrink it first or raise PULSE_MAX_PIXELS")
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1 and notes is not None:
+                notes.append(f"{path}: {frames} frames; used the first")
+            img.load()
+            return to_rgb(img)
+    except InputImageError:
+        raise
+    except PermissionError as exc:
+        raise InputImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InputImageError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
 
@@ -70,23 +117,58 @@ def read_image(path) -> torch.Tensor:
     return pil_to_tensor(load_rgb(path))
 
 
-def save_image(x: torch.Tensor, path) -> Path:
+def save_image(x, path) -> Path:
+    """Write a (3, H, W) tensor in [0, 1] or a PIL image to ``path``, atomically.
+
+    The image goes to a temporary name in the same folder and is renamed into
+    place, so a full disk or a kill never leaves a truncated file at ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensor_to_pil(x).save(path)
+    img = x if isinstance(x, Image.Image) else tensor_to_pil(x)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        img.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
-def expand_inputs(inputs) -> List[Path]:
-    """Files as given, plus the images inside any folders (sorted)."""
+def expand_inputs(inputs, notes: Optional[List[str]] = None) -> List[Path]:
+    """Files as given, plus the images inside any folders (sorted, not recursive).
+
+    What a folder holds besides PNG/JPEG/WebP/BMP files (other files, subfolders,
+    FIFOs, broken or looping links) is skipped with a line in ``notes``. Files
+    named explicitly are kept, so that reading them reports what is wrong.
+    """
     out: List[Path] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            out.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
-        else:
+        if not p.is_dir():
             out.append(p)
+            continue
+        for f in sorted(p.iterdir()):
+            why = _skip_reason(f)
+            if why is None:
+                out.append(f)
+            elif notes is not None:
+                notes.append(f"skipped {f}: {why}")
     return out
+
+
+def _skip_reason(f: Path) -> Optional[str]:
+    try:
+        st = f.stat()
+    except OSError as exc:  # broken link, link loop
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder (folders are not searched recursively)"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{_special_kind(st.st_mode)}, not an image file"
+    if f.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not a {'/'.join(s[1:].upper() for s in IMAGE_SUFFIXES if s != '.jpeg')} file"
+    return None
 
 
 def make_grid(rows: List[List[torch.Tensor]], pad: int = 2, fill: float = 1.0) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
@@ -19,6 +20,7 @@ from typing import Any, Callable, Dict, Optional, Union
 import torch
 
 from .errors import ModelFormatError
+from .runtime import trusted_file
 from .search.prior import GaussianFit, compute_gaussian_fit, mapping_hash, validate_fit
 
 FIT_SAMPLES = 1_000_000  # Mapping samples behind a computed Gaussian fit (supplement Sec. 2.4).
@@ -79,6 +81,8 @@ def cached_gaussian_fit(G, cache: Optional[Path], num_samples: int = FIT_SAMPLES
     path = None
     if cache is not None:
         path = Path(cache) / f"gaussian_fit-{mapping_hash(G)[:24]}-{num_samples}.pt"
+        if path.exists() and not trusted_file(path):
+            path.unlink(missing_ok=True)  # not ours, or writable by others: recompute rather than trust it
         if path.exists():
             try:
                 return validate_fit(torch.load(path, map_location="cpu", weights_only=True), G.w_dim, str(path))
@@ -89,6 +93,7 @@ def cached_gaussian_fit(G, cache: Optional[Path], num_samples: int = FIT_SAMPLES
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         torch.save(fit, tmp)
+        os.chmod(tmp, 0o600)  # only files nobody else can write are read back
         tmp.replace(path)
     return fit
 
@@ -109,7 +114,7 @@ def load_model(name_or_path, *, device=None, mapping_path=None, gaussian_fit_pat
     from .align.templates import crop_template_from
     from .formats import load_file
     from .hub.registry import resolve_model
-    from .runtime import cache_dir
+    from .runtime import trusted_cache
 
     files = resolve_model(str(name_or_path))
     mapping_path = mapping_path or files.get("mapping")
@@ -128,7 +133,7 @@ def load_model(name_or_path, *, device=None, mapping_path=None, gaussian_fit_pat
                                "computed: pass the mapping weights (--mapping mapping.pt) or a "
                                "gaussian_fit.pt (--gaussian-fit)")
     else:
-        fit = cached_gaussian_fit(G, cache_dir() / "gaussian_fit", progress=fit_progress)
+        fit = cached_gaussian_fit(G, trusted_cache("gaussian_fit"), progress=fit_progress)
     if device is not None:  # freshly loaded, so moving it in place touches nobody else's model
         G.to(device)
         fit = {k: v.to(device) for k, v in fit.items()}

@@ -18,9 +18,14 @@ is that the process keeps its peak memory until it exits. Set
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
+import stat
 import sys
+import tempfile
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 _malloc_tuned = False
@@ -29,6 +34,50 @@ _malloc_tuned = False
 def cache_dir() -> Path:
     """Where downloads, Gaussian fits and built kernels live: ``$PULSE_CACHE``, default ``~/.cache/pulse-sr``."""
     return Path(os.environ.get("PULSE_CACHE", "~/.cache/pulse-sr")).expanduser()
+
+
+def _owned_and_private(st: os.stat_result) -> bool:
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def trusted_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file of ours that nobody else can write (always True off POSIX)."""
+    if os.name != "posix":
+        return True
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and _owned_and_private(st)
+
+
+def trusted_cache(name: str) -> Path:
+    """``cache_dir() / name``, created 0700, if it is ours and private; else a private folder of our own.
+
+    Compiled kernels are loaded as code and Gaussian fits are trusted as data, so
+    a folder that another user can write to is never read from: anyone who can
+    write there could run code in every later ``pulse`` process.
+    """
+    wanted = cache_dir() / name
+    if os.name != "posix":
+        wanted.mkdir(parents=True, exist_ok=True)
+        return wanted
+    try:
+        wanted.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if _owned_and_private(wanted.stat()):
+            return wanted
+    except OSError:
+        pass
+    private = Path(tempfile.gettempdir()) / f"pulse-sr-{os.getuid()}" / name
+    try:
+        private.parent.mkdir(mode=0o700, exist_ok=True)
+        private.mkdir(mode=0o700, exist_ok=True)
+        if not (_owned_and_private(private.parent.stat()) and _owned_and_private(private.stat())):
+            raise OSError("not private")
+    except OSError:
+        private = Path(tempfile.mkdtemp(prefix=f"pulse-sr-{name}-"))  # 0700, fresh, ours
+    log.warning("%s is writable by others or not ours; using %s instead", wanted, private)
+    return private
 
 
 def pick_device(device=None):

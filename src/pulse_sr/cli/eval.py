@@ -25,7 +25,9 @@ def eval_cmd(data_dir, out_dir, model, device, quiet, **kwargs):
     """Evaluate PULSE on the HR images in DATA_DIR (in the model's frame) and write
     OUT/results.json, OUT/report.md and OUT/figures/. Interrupted runs resume.
 
-    Exit codes: 0 done, 2 bad usage or input, 1 other errors.
+    Exit codes: 0 done, 2 bad usage or input (including images skipped as unreadable
+    or of the wrong shape; the others are evaluated), 1 other errors. Searches that
+    miss eps are results, not errors.
     """
     from ..errors import PulseError
     from ..ops.degrade import DegradationSpecError, parse_degradations
@@ -47,5 +49,7 @@ def eval_cmd(data_dir, out_dir, model, device, quiet, **kwargs):
         echo_err(f"error: {exc}")
         sys.exit(EXIT_BAD_INPUT)
     clean = results["conditions"]["clean"]["runs"]
-    echo_err(f"{clean['successes']}/{clean['n']} clean runs within eps={opts.eps} on {results['images']} images; "
-             f"report: {out_dir / 'report.md'}")
+    skipped = f"; {len(results['errors'])} image(s) skipped" if results["errors"] else ""
+    echo_err(f"{clean['successes']}/{clean['n']} clean runs within eps={opts.eps} on {results['images']} images"
+             f"{skipped}; report: {out_dir / 'report.md'}")
+    sys.exit(results["exit_code"])

@@ -12,17 +12,24 @@ from .common import EXIT_BAD_INPUT, StepBars, dataclass_options, echo_err, load_
     options_from_kwargs, validate_options
 
 
+MAX_SAMPLES = 256  # One batch holds every sample of an input: more is a typo, not a plan.
+
+
 @click.command("upsample")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--model", default="default", show_default=True, help="Registry name or weights path.")
 @click.option("--mapping", type=click.Path(exists=True, dir_okay=False), help="PULSE mapping.pt (with synthesis.pt).")
 @click.option("--gaussian-fit", type=click.Path(exists=True, dir_okay=False), help="PULSE gaussian_fit.pt.")
-@click.option("--samples", default=1, show_default=True, type=click.IntRange(1), help="HR samples per input (one batch).")
-@click.option("--seed", type=int, default=None, help="Seed of sample 0 (sample k uses seed+k); random if unset.")
+@click.option("--samples", default=1, show_default=True, type=click.IntRange(1, MAX_SAMPLES),
+              help=f"HR samples per input (one batch; at most {MAX_SAMPLES}).")
+@click.option("--seed", type=int, default=None,
+              help="Seed of sample 0 (sample k uses seed+k); if unset, the seed of the run recorded in "
+                   "OUT/report.json with the same settings (so the run resumes), else random.")
 @dataclass_options(PulseOptions)
 @click.option("--save-intermediate", is_flag=True, help="Write the best image of every step under OUT/<stem>/.")
-@click.option("--lr-size", type=click.IntRange(1), default=None, help="Resize inputs to this square LR size first.")
+@click.option("--lr-size", type=click.IntRange(1, 4096), default=None,
+              help="Resize inputs to this square LR size first (one the model takes, e.g. 8 for 64 px).")
 @click.option("--align", "do_align", is_flag=True, help="Detect and align faces in ordinary photos first.")
 @click.option("--device", default=None, help="cpu, cuda or mps (default: best available).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -30,16 +37,21 @@ def upsample(inputs, out_dir, model, mapping, gaussian_fit, samples, seed, save_
              device, quiet, **search):
     """Find HR faces that downscale to each INPUT (files or folders of PNG/JPEG/WebP/BMP).
 
-    Writes <stem>.png (or <stem>_<k>.png), <stem>_lr.png (the downscale of each
-    result) and report.json. Exit codes: 0 all within eps, 3 some not, 2 bad
-    usage or input, 1 other errors. The faces are imaginary people.
+    Writes <name>.png (or <name>_<k>.png), <name>_lr.png (the downscale of each
+    result) and report.json, updated after every input. Names are the input stems,
+    made unique. A rerun into the same OUT with the same settings skips the inputs
+    already done. Exit codes: 0 all within eps, 3 some not, 2 bad usage or input,
+    1 other errors (including a full or read-only OUT). The faces are imaginary people.
     """
     from ..images import expand_inputs
     from ..pipelines.upsample import upsample_files
 
     opts = options_from_kwargs(PulseOptions, search)
     validate_options(opts)
-    files = expand_inputs(inputs)
+    notes = []
+    files = expand_inputs(inputs, notes)
+    for line in notes:
+        echo_err(line)
     if not files:
         echo_err("no input images found")
         sys.exit(EXIT_BAD_INPUT)

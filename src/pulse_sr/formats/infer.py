@@ -46,3 +46,34 @@ def fit_fmaps(channels: Dict[int, int], hint: Tuple[float, float, int], what: st
             return int(base), float(decay), int(top)
     raise ModelFormatError(f"{what}: channel counts per stage {dict(sorted(channels.items()))} "
                            f"do not follow min(fmap_base / 2**(stage * fmap_decay), fmap_max)")
+
+
+# A file's constructor arguments are untrusted: a 1.3 KB file saying fmap_base=2**30 would
+# otherwise allocate tens of GB. NVIDIA's 1024-px generator has about 30 M parameters.
+MAX_PARAMETERS = 300_000_000
+
+
+def build_generator(cfg, what: str):
+    """A StyleGAN1Generator for ``cfg``, after checking on the meta device (no memory) that it is of sane size."""
+    import torch
+
+    from ..networks.stylegan1 import StyleGAN1Generator
+
+    with torch.device("meta"):
+        shapes = StyleGAN1Generator(cfg)
+    n = sum(t.numel() for t in shapes.state_dict().values())
+    if n > MAX_PARAMETERS:
+        raise ModelFormatError(f"{what}: its config describes {n / 1e6:.0f} M parameters "
+                               f"({n * 4 / 2 ** 30:.1f} GiB), over the {MAX_PARAMETERS / 1e6:.0f} M limit; "
+                               f"refusing to build it")
+    return StyleGAN1Generator(cfg)
+
+
+def meta_state_shapes(cfg) -> dict:
+    """{state-dict key: shape} of the generator ``cfg`` describes, without allocating it."""
+    import torch
+
+    from ..networks.stylegan1 import StyleGAN1Generator
+
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in StyleGAN1Generator(cfg).state_dict().items()}

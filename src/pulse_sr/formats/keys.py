@@ -50,4 +50,7 @@ def load_state_strict(module, state: Mapping, what: str) -> None:
     own = module.state_dict()
     shapes = {k: (tuple(state[k].shape), tuple(own[k].shape)) for k in set(own) & set(state)}
     check_keys(what, state, own, against="the architecture", limit=5, shapes=shapes)
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all()))
+    if bad:
+        raise ModelFormatError(f"{what}: NaN or infinite values in {_listed(bad, 5)}; the weights are corrupt")
     module.load_state_dict(state, strict=True)

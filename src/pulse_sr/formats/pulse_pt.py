@@ -16,9 +16,9 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 
 from ..errors import ModelFormatError, UnsafePickleError
-from ..networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
+from ..networks.stylegan1 import StyleGAN1Config
 from . import LoadedWeights
-from .infer import fit_fmaps, resolution_and_channels
+from .infer import build_generator, fit_fmaps, resolution_and_channels
 from .keys import check_keys, load_state_strict
 
 __all__ = ["load_pulse_state_dicts", "load_gaussian_fit_pt", "PULSE_NOISE_SEED"]
@@ -175,7 +175,7 @@ def load_pulse_state_dicts(synthesis_path, mapping_path=None) -> LoadedWeights:
         _check_blur_kernel(sd, key, what)
     state = {ours: sd[ref].detach().float() for ref, ours in table.items()}
 
-    G = StyleGAN1Generator(cfg)
+    G = build_generator(cfg, what)
     if msd is not None:
         mwhat = str(mapping_path)
         mtable = {}

@@ -96,25 +96,43 @@ def load_saved_generator(path) -> LoadedWeights:
     """Load a file written by :func:`save_generator`, with its Gaussian fit and extras if stored."""
     from safetensors.torch import load_file
 
-    from ..networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
+    from ..networks.stylegan1 import StyleGAN1Config
+    from .infer import build_generator
     from .keys import load_state_strict
 
-    meta = read_metadata(path)
-    if meta.get(FORMAT_KEY) != FORMAT_NAME:
+    header = read_header(path)
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or meta.get(FORMAT_KEY) != FORMAT_NAME:
         raise ModelFormatError(f"{path}: safetensors file without pulse-sr metadata "
                                f"(expected {FORMAT_KEY}={FORMAT_NAME!r})")
     try:
         cfg = StyleGAN1Config.from_dict(json.loads(meta[CONFIG_KEY]))
         extras = json.loads(meta.get(EXTRAS_KEY, "{}"))
-        tensors = load_file(str(path))
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFormatError(f"{path}: bad pulse-sr config ({exc})") from exc
-    except Exception as exc:
+    # Everything is checked against the header before a byte of tensor data is read.
+    G = build_generator(cfg, str(path))
+    _check_header_shapes(header, cfg, str(path))
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for corrupt data
         raise ModelFormatError(f"{path}: cannot read tensors ({exc})") from exc
     fit = None
     if "prior.mean" in tensors:
         fit = {"mean": tensors.pop("prior.mean").float(), "std": tensors.pop("prior.std").float()}
-    G = StyleGAN1Generator(cfg)
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     load_state_strict(G, tensors, str(path))
     return LoadedWeights(G.eval().requires_grad_(False), format="pulse-sr", gaussian_fit=fit, metadata=extras)
+
+
+def _check_header_shapes(header: dict, cfg, what: str) -> None:
+    from .infer import meta_state_shapes
+    from .keys import check_keys
+
+    want = meta_state_shapes(cfg)
+    fit = {"prior.mean": (cfg.w_dim,), "prior.std": (cfg.w_dim,)}
+    have = {k: tuple(v.get("shape", ())) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    if "prior.mean" in have or "prior.std" in have:
+        want = {**want, **fit}
+    shapes = {k: (have[k], want[k]) for k in set(have) & set(want)}
+    check_keys(what, have, want, against="the architecture in its own config", limit=5, shapes=shapes)

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import ModelFormatError, UnsafePickleError
-from ..networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
+from ..networks.stylegan1 import StyleGAN1Config
 from . import LoadedWeights
-from .infer import fit_fmaps, resolution_and_channels
+from .infer import build_generator, fit_fmaps, resolution_and_channels
 from .keys import check_keys, load_state_strict
 
 __all__ = ["load_tf_pickle"]
@@ -350,7 +350,7 @@ def load_tf_pickle(path) -> LoadedWeights:
     check_keys(what, variables, table, ignored=_tf_ignored(cfg), noun="variables",
                against=f"a {cfg.resolution}px StyleGAN v1 generator")
 
-    G = StyleGAN1Generator(cfg)
+    G = build_generator(cfg, what)
     own = G.state_dict()
     state = {}
     for tf_name, (key, convert) in table.items():

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..runtime import cache_dir
+from ..runtime import trusted_cache, trusted_file
 
 # -fno-trapping-math lets gcc turn branches such as a leaky ReLU into vector blends (12x here).
 FLAG_SETS = (("-O3", "-march=native", "-fno-trapping-math"), ("-O3", "-fno-trapping-math"))
@@ -61,15 +61,16 @@ def _build(name: str, sources: Sequence[str], signatures: Mapping[str, list],
     except OSError as e:
         return None, f"kernel source missing ({e})"
     version = _compiler_id(cc)
-    out_dir = cache_dir() / "kernels"
+    out_dir = trusted_cache("kernels")
     errors = []
     for flags in FLAG_SETS:
         key = hashlib.sha256(b"\0".join([*texts, cc.encode(), version.encode(), " ".join(flags).encode(),
                                          _cpu_id().encode(), platform.machine().encode()])).hexdigest()[:16]
         path = out_dir / f"{name}-{key}.so"
+        if path.exists() and not trusted_file(path):
+            path.unlink(missing_ok=True)  # not ours, or writable by others: never load it, rebuild it
         if not path.exists():
             try:
-                out_dir.mkdir(parents=True, exist_ok=True)
                 with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
                     srcs = [Path(tmp) / Path(src).name for src in sources]
                     for src, text in zip(srcs, texts):
@@ -80,6 +81,7 @@ def _build(name: str, sources: Sequence[str], signatures: Mapping[str, list],
                     if r.returncode != 0:
                         errors.append(f"{' '.join(flags)}: {r.stderr.strip()[-500:]}")
                         continue
+                    os.chmod(lib, 0o700)
                     os.replace(lib, path)  # atomic: concurrent builders write the same bytes
             except (OSError, subprocess.SubprocessError) as e:
                 errors.append(f"{' '.join(flags)}: {e}")

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from ..errors import PulseError, exit_code
-from ..images import expand_inputs
+from ..errors import EXIT_ERROR, PulseError, exit_code
+from ..images import expand_inputs, load_rgb, save_image
+from .upsample import _FATAL_WRITE_ERRORS, OutputFolderError, check_out_dir, plan_names
 
 
 def align_files(inputs, out_dir, template, size: int, lr_size: int, *, detect: bool = True,
@@ -20,43 +21,67 @@ def align_files(inputs, out_dir, template, size: int, lr_size: int, *, detect: b
     """Align every photo in ``inputs`` (files, or folders of images) and write the crops to ``out_dir``.
 
     ``template`` is a crop template or ``"ffhq"`` (ignored with ``detect=False``).
-    Problems go to ``log``; ``on_written(photo, [file names])`` follows each photo done.
+    Inputs get unique names as in ``pulse upsample``; ``out_dir`` may not hold inputs,
+    and images are written atomically. Problems go to ``log``; ``on_written(photo, [file names])`` follows each photo done.
     Returns ``{"written": [{"input", "outputs"}], "errors": [...], "no_face": [...], "exit_code"}``.
     Raises :class:`pulse_sr.align.FaceDetectorUnavailable` when dlib is missing.
     """
     from .. import align as A
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    notes: List[str] = []
+    files = expand_inputs(inputs, notes)
+    for line in notes:
+        log(line)
+    check_out_dir(out_dir, files)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"cannot create {out_dir} ({exc.strerror or exc})") from None
+    names = plan_names(files, align=detect)
     summary = {"written": [], "errors": [], "no_face": []}
-    for path in expand_inputs(inputs):
+    for path in files:
+        notes.clear()
         try:
-            img = A.load_image(path)
+            img = load_rgb(path, notes)
             if detect:
-                outputs = [(f"{path.stem}_face{k}", hr, lr)
+                outputs = [(f"{names[path]}_face{k}", hr, lr)
                            for k, (_, hr, lr) in enumerate(A.align_all(img, template, size, lr_size))]
             else:
                 hr, lr = A.frame_only(img, size, lr_size)
-                outputs = [(path.stem, hr, lr)]
+                outputs = [(names[path], hr, lr)]
         except A.FaceDetectorUnavailable:
             raise
         except PulseError as exc:
             log(str(exc))
             summary["errors"].append({"input": str(path), "error": str(exc)})
             continue
+        finally:
+            for line in notes:
+                log(line)
         if not outputs:
             log(f"{path}: no face found")
             summary["no_face"].append(str(path))
             continue
         written: List[str] = []
-        for stem, hr, lr in outputs:
-            hr.save(out_dir / f"{stem}.png")
-            lr.save(out_dir / f"{stem}_lr.png")
-            written.append(f"{stem}.png")
+        try:
+            for stem, hr, lr in outputs:
+                save_image(hr, out_dir / f"{stem}.png")  # atomic: never a truncated file
+                save_image(lr, out_dir / f"{stem}_lr.png")
+                written.append(f"{stem}.png")
+        except OSError as exc:
+            log(f"error: {path}: cannot write to {out_dir} ({exc.strerror or exc})")
+            summary["errors"].append({"input": str(path), "error": f"cannot write: {exc.strerror or exc}"})
+            if exc.errno in _FATAL_WRITE_ERRORS:
+                summary["stopped"] = f"{out_dir} is not writable ({exc.strerror or exc})"
+                log(f"error: {summary['stopped']}; stopped before the remaining photos")
+                break
+            continue
         if on_written is not None:
             on_written(path, written)
         summary["written"].append({"input": str(path), "outputs": written})
-    summary["exit_code"] = exit_code(bad_input=bool(summary["errors"]), not_found=bool(summary["no_face"]))
+    summary["exit_code"] = EXIT_ERROR if "stopped" in summary else exit_code(
+        bad_input=bool(summary["errors"]), not_found=bool(summary["no_face"]))
     return summary
 
 

@@ -1,18 +1,38 @@
 """``pulse upsample`` as library code: run the search over image files and write the outputs.
 
-For every input: ``<stem>.png`` (or ``<stem>_<k>.png`` with several samples),
-``<stem>_lr.png`` (``<stem>_<k>_lr.png``): the downscale of each result, and an
-entry in ``report.json``. A bad input is recorded and skipped.
+For every input: ``<name>.png`` (or ``<name>_<k>.png`` with several samples) and
+``<name>_lr.png`` (``<name>_<k>_lr.png``), the downscale of each result, plus an
+entry in ``report.json``. ``<name>`` is the input's stem, made unique over the
+whole input list (see :func:`plan_names`); with ``align`` each face adds
+``_face<k>``. A bad input is recorded and skipped.
+
+What a run never does, and why:
+
+* write over an input: ``out_dir`` may not be a folder that holds inputs;
+* lose finished work: ``report.json`` is rewritten (atomically) after every
+  input, and a run into the same folder with the same settings and seed skips
+  the inputs already done, so an interrupted run resumes;
+* share a folder with a live run: ``out_dir/.pulse.lock`` is held (``flock``)
+  for the whole run, and the kernel drops it when a run dies;
+* leave a truncated image: every image is written to a temporary name and
+  renamed into place.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
+import os
+import re
+import secrets
+import socket
 from functools import partial
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
-from ..errors import InputImageError, PulseError, exit_code
+from ..errors import EXIT_ERROR, InputImageError, InputSizeError, PulseError, exit_code
 from ..images import load_rgb, pil_to_tensor, save_image
 from ..ops.resample import check_lr_size
 from ..runtime import tune
@@ -20,26 +40,185 @@ from ..search import PulseOptions, upsample
 
 IMAGINARY_NOTE = ("Outputs are imaginary faces generated to match the input; they do not recover "
                   "the real person and must not be used for identification.")
+REPORT = "report.json"
+LOCK = ".pulse.lock"
+REPORT_FORMAT = 2
 
-# progress(stem, step, steps, info) after every search step; info as in pulse_sr.upsample.
+# Write errors after which no later input can be written either: stop the batch.
+_FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+# progress(name, step, steps, info) after every search step; info as in pulse_sr.upsample.
 FileProgress = Callable[[str, int, int, dict], None]
 
 
-def prepare_lr(path: Path, model, lr_size: Optional[int], align: bool) -> List[tuple]:
-    """Return [(stem, lr_tensor)] for one input file (several with ``align``, one per face)."""
-    img = load_rgb(path)
+class OutputFolderError(PulseError):
+    """``--out`` cannot be used: it holds the inputs, is a file, is not writable, or a live run holds it."""
+
+
+# ---------------------------------------------------------------------------
+# Names
+
+
+def _outputs(name: str, samples: int) -> List[str]:
+    tags = [f"_{k}" for k in range(samples)] if samples > 1 else [""]
+    return [f"{name}{t}{suffix}.png" for t in tags for suffix in ("", "_lr")]
+
+
+def plan_names(files: Sequence[Path], samples: int = 1, align: bool = False) -> Dict[Path, str]:
+    """A unique output name for every input, decided from the whole list in order.
+
+    The stem is used when the files it leads to (``<stem>.png``, ``<stem>_lr.png``,
+    per sample, or ``<stem>_face<k>...`` with ``align``) collide with no other
+    input's; otherwise the extension is added (``a_bmp``), then a counter.
+    So ``a.png`` + ``a.bmp`` give ``a`` and ``a_bmp``, and ``b.png`` + ``b_lr.png``
+    give ``b`` and ``b_lr_png`` (``b_lr.png`` is ``b``'s downscale).
+    """
+    claimed: List[tuple] = []  # (pattern, examples) of every name given so far
+    names: Dict[Path, str] = {}
+
+    def claim(name: str) -> tuple:
+        if not align:
+            files = _outputs(name, samples)
+            return re.compile("|".join(map(re.escape, files)) + "$"), files
+        # Face indices are not known before detection: claim the whole family of names.
+        tag = r"(_\d+)?" if samples > 1 else ""
+        pattern = re.compile(rf"{re.escape(name)}_face\d+{tag}(_lr)?\.png$")
+        examples = [f"{name}_face{i}{t}{lr}.png" for i in (0, 1, 10) for t in (["_0", "_1"] if samples > 1 else [""])
+                    for lr in ("", "_lr")]
+        return pattern, examples
+
+    def clashes(name: str) -> bool:
+        pattern, examples = claim(name)
+        return any(pattern.match(f) for _, other in claimed for f in other) or \
+            any(other.match(f) for other, _ in claimed for f in examples)
+
+    for path in files:
+        if path in names:
+            continue
+        stem, ext = path.stem, path.suffix.lstrip(".").lower()
+        candidates = [stem, f"{stem}_{ext}" if ext else f"{stem}_"]
+        candidates += [f"{stem}_{ext}_{i}" for i in range(2, 10_000)]
+        name = next(c for c in candidates if not clashes(c))
+        names[path] = name
+        claimed.append(claim(name))
+    return names
+
+
+# ---------------------------------------------------------------------------
+# The output folder: checks, lock and report
+
+
+def check_out_dir(out_dir: Path, files: Sequence[Path]) -> None:
+    """Refuse an ``out_dir`` that is a file, or that holds any of the inputs."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputFolderError(f"--out {out_dir} is a file, not a folder; choose a folder for the results")
+    out = out_dir.resolve()
+    for f in files:
+        try:
+            if f.resolve().parent == out:
+                raise OutputFolderError(f"--out {out_dir} holds the inputs (e.g. {f}); the results would overwrite "
+                                        f"or mix with them: choose another folder")
+        except OSError:
+            continue
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir/.pulse.lock`` for the run; refuse if a live run holds it.
+
+    ``flock`` locks die with their process, so a killed run never leaves the
+    folder locked; the pid in the file is only for the message.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        yield
+        return
+    path = out_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputFolderError(f"cannot write to {out_dir} ({exc.strerror or exc})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise OutputFolderError(f"{out_dir} is in use by a running pulse upsample ({holder}); wait for it "
+                                    f"to finish or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _settings(model, opts: PulseOptions, samples: int, lr_size: Optional[int], align: bool, seed: int) -> dict:
+    return {"model": model.source, "resolution": model.resolution, "options": opts.to_dict(),
+            "samples": samples, "lr_size": lr_size, "align": align, "seed": seed}
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def read_report(out_dir: Path) -> dict:
+    """The report of earlier runs in ``out_dir``; {} if there is none or it is unreadable."""
+    try:
+        rep = json.loads((out_dir / REPORT).read_text())
+        return rep if isinstance(rep, dict) and isinstance(rep.get("results"), list) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_report(report: dict, path: Path) -> None:
+    """``report.json``, strict JSON with one line per result, replaced atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    dump = partial(json.dumps, allow_nan=False)
+    try:
+        with open(tmp, "w") as f:
+            f.write("{\n")
+            for key in ("format", "model", "resolution", "options", "samples", "lr_size", "align", "seed", "note",
+                        "exit_code", "run", "runs", *(["stopped"] if "stopped" in report else [])):
+                f.write(f"  {dump(key)}: {dump(report[key])},\n")
+            f.write('  "errors": [' + ",".join("\n    " + dump(e) for e in report["errors"]) + "],\n")
+            f.write('  "results": [' + ",".join("\n    " + dump(r) for r in report["results"]) + "\n  ]\n}\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------
+# One input
+
+
+def prepare_lr(path: Path, name: str, model, lr_size: Optional[int], align: bool,
+               notes: Optional[List[str]] = None) -> List[tuple]:
+    """Return [(output name, lr_tensor)] for one input file (several with ``align``, one per face)."""
+    img = load_rgb(path, notes)
     if align:
         from ..align import align_photo_for_model
         crops = align_photo_for_model(img, model, lr_size)
         if not crops:
             raise InputImageError(f"{path}: no face found")
-        return [(f"{path.stem}_face{k}", pil_to_tensor(lr)) for k, (_, lr) in enumerate(crops)]
+        return [(f"{name}_face{k}", pil_to_tensor(lr)) for k, (_, lr) in enumerate(crops)]
     if lr_size is not None and img.size != (lr_size, lr_size):
         from PIL import Image
         img = img.resize((lr_size, lr_size), Image.BICUBIC)
     x = pil_to_tensor(img)
-    check_lr_size(x.shape[1], x.shape[2], model.resolution)
-    return [(path.stem, x)]
+    try:
+        check_lr_size(x.shape[1], x.shape[2], model.resolution)
+    except InputSizeError as exc:
+        raise InputSizeError(f"{path}: {exc}; or pass --lr-size") from None
+    return [(name, x)]
 
 
 def _save_intermediate(out_dir: Path, stem: str, samples: int, step: int, hr, lo) -> None:
@@ -49,14 +228,17 @@ def _save_intermediate(out_dir: Path, stem: str, samples: int, step: int, hr, lo
         save_image(lo[k], out_dir / stem / "LR" / f"{stem}{tag}_{step:04d}.png")
 
 
-def write_report(report: dict, path: Path) -> None:
-    """``report.json`` with one line per result, so that it diffs and greps well."""
-    with open(path, "w") as f:
-        f.write("{\n")
-        for key in ("model", "resolution", "options", "note", "exit_code"):
-            f.write(f"  {json.dumps(key)}: {json.dumps(report[key])},\n")
-        f.write('  "errors": [' + ",".join("\n    " + json.dumps(e) for e in report["errors"]) + "],\n")
-        f.write('  "results": [' + ",".join("\n    " + json.dumps(r) for r in report["results"]) + "\n  ]\n}\n")
+def _done_before(previous: dict, key: str, out_dir: Path) -> Optional[List[dict]]:
+    """The earlier results of the input with ``key``, if they are all there and their files exist."""
+    entries = [r for r in previous.get("results", []) if r.get("key") == key]
+    if entries and all((out_dir / r["output"]).is_file() and (out_dir / r["downscaled"]).is_file()
+                       for r in entries):
+        return entries
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The run
 
 
 def upsample_files(files: List[Path], model, out_dir: Path, opts: PulseOptions, samples: int = 1,
@@ -64,39 +246,129 @@ def upsample_files(files: List[Path], model, out_dir: Path, opts: PulseOptions, 
                    device=None, save_intermediate: bool = False, progress: Optional[FileProgress] = None,
                    log: Callable[[str], None] = print) -> dict:
     """Search every file with ``model`` (a :class:`pulse_sr.PulseModel`); write images and
-    ``report.json``; return the report as a dict."""
+    ``report.json`` as it goes; return the report as a dict.
+
+    With ``seed`` unset, a run into a folder whose report has the same settings
+    takes that run's seed (and so resumes it); otherwise one seed is drawn for
+    the run and recorded. Raises :class:`OutputFolderError` for an unusable
+    ``out_dir`` and InputSizeError for an ``lr_size`` the model cannot take.
+    """
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, files)
+    if lr_size is not None:
+        try:
+            check_lr_size(lr_size, lr_size, model.resolution)
+        except InputSizeError as exc:
+            raise InputSizeError(f"--lr-size {lr_size}: {exc}") from None
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"cannot create {out_dir} ({exc.strerror or exc})") from None
+    with run_lock(out_dir):
+        return _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate,
+                    progress, log)
+
+
+def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate, progress, log):
+    previous = read_report(out_dir)
+    if seed is None:
+        earlier = previous.get("runs", {}).get(previous.get("run", ""), {})
+        if earlier and {**earlier, "seed": None} == _settings(model, opts, samples, lr_size, align, None):
+            seed = int(earlier["seed"])
+            log(f"resuming the run in {out_dir / REPORT} with its seed {seed}")
+        else:
+            seed = secrets.randbelow(2 ** 31)
+    settings = _settings(model, opts, samples, lr_size, align, seed)
+    run_id = _digest(settings)
+    names = plan_names(files, samples, align)
+    inputs = {str(f) for f in files}
+    report = {"format": REPORT_FORMAT, **settings, "note": IMAGINARY_NOTE, "exit_code": None, "run": run_id,
+              "runs": {**{k: v for k, v in previous.get("runs", {}).items() if isinstance(v, dict)},
+                       run_id: settings},
+              # Results of inputs this run does not touch stay, with the run that made them.
+              "results": [r for r in previous.get("results", []) if r.get("input") not in inputs],
+              "errors": []}
+    report["runs"] = {k: v for k, v in report["runs"].items()
+                      if k == run_id or any(r.get("run") == k for r in report["results"])}
+    report_path = out_dir / REPORT
+
     dev = tune(device)
     model = model.to(dev)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = {"model": model.source, "resolution": model.resolution, "options": opts.to_dict(),
-              "note": IMAGINARY_NOTE, "results": [], "errors": []}
+    stopped = None
+    mine: List[dict] = []
     for path in files:
+        notes: List[str] = []
         try:
-            items = prepare_lr(path, model, lr_size, align)
+            key = _digest([run_id, _file_digest(path)]) if path.is_file() else None
+        except OSError:
+            key = None
+        done = _done_before(previous, key, out_dir) if key else None
+        if done is not None:
+            log(f"{path}: done in an earlier run with the same settings and seed; kept")
+            mine += done
+            report["results"] += done
+            continue
+        try:
+            items = prepare_lr(path, names[path], model, lr_size, align, notes)
         except PulseError as exc:  # unreadable, wrong size, no face, no template...
             log(f"error: {exc}")
             report["errors"].append({"input": str(path), "error": str(exc)})
             continue
-        for stem, lr in items:
-            callback = partial(_save_intermediate, out_dir, stem, samples) if save_intermediate else None
-            step_progress = partial(progress, stem) if progress is not None else None
-            res = upsample(lr, model, opts, samples=samples, seed=seed, progress=step_progress, callback=callback)
-            for w in res.warnings:
-                log(f"warning: {w}")
-            for k in range(samples):
-                tag = f"_{k}" if samples > 1 else ""
-                hr_path = save_image(res.images[k], out_dir / f"{stem}{tag}.png")
-                lr_path = save_image(res.downscaled[k], out_dir / f"{stem}{tag}_lr.png")
-                entry = {"input": str(path), "output": hr_path.name, "downscaled": lr_path.name,
-                         "success": bool(res.success[k]), "best_l2": float(res.best_l2[k]),
-                         "eps": res.eps, "best_step": int(res.best_step[k]), "steps": res.steps_taken,
-                         "seconds": round(res.seconds / samples, 3), "seed": res.seeds[k]}
-                report["results"].append(entry)
-                if not entry["success"]:
-                    log(f"{stem}{tag}: no image found within eps={res.eps} (best L2 {entry['best_l2']:.2e}); "
-                        f"written anyway and marked success=false")
-    report["exit_code"] = exit_code(bad_input=bool(report["errors"]),
-                                    not_found=any(not r["success"] for r in report["results"]))
-    write_report(report, out_dir / "report.json")
+        finally:
+            for line in notes:
+                log(line)
+        entries = []
+        try:
+            for stem, lr in items:
+                entries += _search_one(path, stem, lr, model, opts, samples, seed, key, run_id, out_dir,
+                                       save_intermediate, progress, log)
+        except OSError as exc:
+            log(f"error: {path}: cannot write the results to {out_dir} ({exc.strerror or exc})")
+            report["errors"].append({"input": str(path), "error": f"cannot write: {exc.strerror or exc}"})
+            if exc.errno in _FATAL_WRITE_ERRORS:
+                stopped = f"{out_dir} is not writable ({exc.strerror or exc}); stopped before the remaining inputs"
+                break
+            continue
+        mine += entries
+        report["results"] += entries
+        _save_report(report, report_path, mine, log)
+    report["exit_code"] = EXIT_ERROR if stopped else exit_code(
+        bad_input=bool(report["errors"]), not_found=any(not r["success"] for r in mine))
+    if stopped:
+        report["stopped"] = stopped
+        log(f"error: {stopped}")
+    _save_report(report, report_path, mine, log)
     return report
+
+
+def _save_report(report: dict, path: Path, mine: List[dict], log) -> None:
+    if report["exit_code"] is None:  # in progress: what a reader sees if the run dies now
+        report = {**report, "exit_code": exit_code(bad_input=bool(report["errors"]),
+                                                    not_found=any(not r["success"] for r in mine))}
+    try:
+        write_report(report, path)
+    except OSError as exc:
+        log(f"error: cannot write {path} ({exc.strerror or exc})")
+
+
+def _search_one(path, stem, lr, model, opts, samples, seed, key, run_id, out_dir, save_intermediate, progress,
+                log) -> List[dict]:
+    callback = partial(_save_intermediate, out_dir, stem, samples) if save_intermediate else None
+    step_progress = partial(progress, stem) if progress is not None else None
+    res = upsample(lr, model, opts, samples=samples, seed=seed, progress=step_progress, callback=callback)
+    for w in res.warnings:
+        log(f"warning: {w}")
+    entries = []
+    for k in range(samples):
+        tag = f"_{k}" if samples > 1 else ""
+        hr_path = save_image(res.images[k], out_dir / f"{stem}{tag}.png")
+        lr_path = save_image(res.downscaled[k], out_dir / f"{stem}{tag}_lr.png")
+        entry = {"input": str(path), "output": hr_path.name, "downscaled": lr_path.name,
+                 "success": bool(res.success[k]), "best_l2": float(res.best_l2[k]),
+                 "eps": res.eps, "best_step": int(res.best_step[k]), "steps": res.steps_taken,
+                 "seconds": round(res.seconds / samples, 3), "seed": res.seeds[k], "run": run_id, "key": key}
+        entries.append(entry)
+        if not entry["success"]:
+            log(f"{stem}{tag}: no image found within eps={res.eps} (best L2 {entry['best_l2']:.2e}); "
+                f"written anyway and marked success=false")
+    return entries

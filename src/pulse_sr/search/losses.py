@@ -7,6 +7,7 @@ input can run as one batch and still be tracked (and judged) separately.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Dict, List, Tuple
 
@@ -27,6 +28,8 @@ def parse_loss(loss: str) -> List[Tuple[float, str]]:
             weight = float(m.group(1)) if m.group(1) else 1.0
         except ValueError:
             raise ValueError(f"bad weight in loss term {part!r}") from None
+        if not math.isfinite(weight):
+            raise ValueError(f"bad weight in loss term {part!r}: weights must be finite numbers")
         terms.append((weight, m.group(2).upper()))
     if not any(t in ("L2", "L1") for _, t in terms):
         raise ValueError(f"loss {loss!r} needs a downscaling term (L2 or L1)")

@@ -7,6 +7,7 @@ fields, so defaults, choices and help live here and nowhere else.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 from .losses import parse_loss
@@ -53,8 +54,11 @@ class PulseOptions:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if not self.eps > 0:
-            raise ValueError(f"eps must be positive, got {self.eps}")
+        # Non-finite values would also make report.json invalid JSON (Infinity, NaN).
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"eps must be a positive finite number, got {self.eps}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
         if self.trainable_noise_layers < 0:
             raise ValueError(f"trainable_noise_layers must be at least 0, got {self.trainable_noise_layers}")
 

@@ -25,7 +25,7 @@ def write_figures(records: List[dict], conditions: List[str], out_dir: Path, run
     for cname in conditions:
         rows = []
         for rec in records:
-            d = Path(out_dir) / "images" / Path(rec["file"]).stem
+            d = Path(out_dir) / "images" / rec["file"]
             tag = file_tag(cname)
             names = [f"{tag}_input.png"] + [f"{tag}_run{k}.png" for k in range(min(runs, GRID_RUNS))]
             names += ["bicubic.png", "hr.png"] if cname == CLEAN else ["hr.png"]

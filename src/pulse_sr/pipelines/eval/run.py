@@ -13,7 +13,7 @@ and measures:
   *degraded* input;
 - success rates per group (Table 3 and the model card) from labels.
 
-Each finished image is written to ``per_image/<stem>.json`` at once, so an
+Each finished image is written to ``per_image/<file name>.json`` at once, so an
 interrupted run resumes where it stopped; a file written with other settings is
 recomputed. At the end ``results.json``, ``report.md`` and figure grids under
 ``figures/`` are written from all per-image files.
@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from ...errors import InputImageError, InputSizeError, PulseError
+from ...errors import InputImageError, InputSizeError, PulseError, exit_code
 from ...images import expand_inputs, load_rgb, pil_to_tensor, save_image
 from ...metrics.fidelity import psnr, ssim
 from ...metrics.niqe import niqe
@@ -42,11 +42,11 @@ from .settings import CLEAN, GRID_RUNS, EvalSettings, condition_seed, file_tag, 
 from .summary import summarize
 
 
-def load_hr(path: Path, resolution: int):
+def load_hr(path: Path, resolution: int, notes: Optional[List[str]] = None):
     """(3, R, R) HR tensor for the model, and the original size if it had to be resized."""
     from PIL import Image
 
-    img = load_rgb(path)
+    img = load_rgb(path, notes)
     if img.size == (resolution, resolution):
         return pil_to_tensor(img), None
     if img.size[0] != img.size[1]:
@@ -109,7 +109,7 @@ def _evaluate_batch(model, opts, s, degradations, names, hrs, resized, sig, out_
                                                                  lr_clean[i:i + 1].double())[0])
             records[i]["conditions"][cname] = entry
             if name in grid_names:
-                d = out_dir / "images" / Path(name).stem
+                d = out_dir / "images" / name
                 save_image(upscale_nearest(lr_in[i:i + 1], s.scale)[0], d / f"{file_tag(cname)}_input.png")
                 for k in range(min(s.runs, GRID_RUNS)):
                     save_image(sr[k], d / f"{file_tag(cname)}_run{k}.png")
@@ -121,11 +121,17 @@ def _evaluate_batch(model, opts, s, degradations, names, hrs, resized, sig, out_
             log(f"  {cname}: {ok}/{res.success.numel()} runs within eps, {res.seconds:.1f} s")
 
     for rec in records:
-        path = out_dir / "per_image" / f"{Path(rec['file']).stem}.json"
+        path = record_path(out_dir, rec["file"])
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(rec, indent=1))
         os.replace(tmp, path)  # atomic: a crash never leaves a half-written record
     return records
+
+
+def record_path(out_dir: Path, name: str) -> Path:
+    """Where an image's record lives: keyed by its file name (the path relative to DATA_DIR),
+    so ``a.png`` and ``a.jpg`` get one each."""
+    return Path(out_dir) / "per_image" / f"{name}.json"
 
 
 def evaluate(data_dir, model, out_dir, options: Optional[PulseOptions] = None,
@@ -150,7 +156,10 @@ def evaluate(data_dir, model, out_dir, options: Optional[PulseOptions] = None,
         raise InputSizeError(f"scale {s.scale} does not divide the model's {r}-px resolution")
     check_lr_size(r // s.scale, r // s.scale, r)
 
-    files = expand_inputs([data_dir])
+    notes: List[str] = []
+    files = expand_inputs([data_dir], notes)
+    for line in notes if log else ():
+        log(line)
     if not files:
         raise InputImageError(f"{data_dir}: no images (PNG/JPEG/WebP/BMP) found")
     files = sorted(files, key=lambda p: p.name)
@@ -165,7 +174,7 @@ def evaluate(data_dir, model, out_dir, options: Optional[PulseOptions] = None,
     errors: List[dict] = []
     todo: List[Path] = []
     for p in files:
-        path = out_dir / "per_image" / f"{p.stem}.json"
+        path = record_path(out_dir, p.name)
         if path.is_file():
             try:
                 rec = json.loads(path.read_text())
@@ -192,13 +201,17 @@ def evaluate(data_dir, model, out_dir, options: Optional[PulseOptions] = None,
         batch.clear()
 
     for p in todo:
+        notes.clear()
         try:
-            hr, resized = load_hr(p, r)
+            hr, resized = load_hr(p, r, notes)
         except PulseError as exc:
             errors.append({"file": p.name, "error": str(exc)})
             if log:
                 log(f"error: {exc}")
             continue
+        finally:
+            for line in notes if log else ():
+                log(line)
         batch.append((p.name, hr, resized))
         if len(batch) >= s.batch_images:
             flush()
@@ -208,6 +221,8 @@ def evaluate(data_dir, model, out_dir, options: Optional[PulseOptions] = None,
     labels = load_labels(s.labels, [rec["file"] for rec in ordered])
     results = summarize(ordered, labels, sig, s, errors)
     results["device"] = _device_name(dev)
+    # Searches that miss eps are what eval measures, not failures of the run; skipped images are.
+    results["exit_code"] = exit_code(bad_input=bool(errors), not_found=False)
     write_results(results, ordered, out_dir)
     write_figures(ordered, [CLEAN] + [d.name for d in degradations], out_dir, s.runs)
     write_report(results, out_dir)

@@ -11,7 +11,7 @@ from ...ops.degrade import Degradation, parse_degradations
 from ...search import PulseOptions
 from ...search.options import option
 
-EVAL_FORMAT = 1          # bump when per-image records change meaning
+EVAL_FORMAT = 2          # bump when per-image records change meaning (2: keyed by file name)
 CLEAN = "clean"          # the condition without degradation
 GRID_RUNS = 3            # PULSE columns in a figure grid
 
