@@ -7,6 +7,7 @@ import http.server
 import random
 import re
 import socket
+import struct
 import threading
 
 import pytest
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 
 from pulse_sr.hub import registry
 from pulse_sr.cli import main
-from pulse_sr.hub.download import download, download_model
+from pulse_sr.hub.download import FileCheck, download, download_model, sha256_file, verify_model
 from pulse_sr.errors import DownloadError
 from pulse_sr.hub.registry import ModelEntry, ModelFile, UnknownModelError, resolve_model
 
@@ -265,3 +266,99 @@ def test_cli_errors_have_exit_codes(cache, monkeypatch):
     res = runner.invoke(main, ["models", "download", "offline", "-q"])
     assert res.exit_code == 1
     assert len(res.output.strip().splitlines()) == 1 and "could not reach 127.0.0.1" in res.output
+
+
+def test_bundled_model_matches_its_recorded_size_and_sha256():
+    e = registry.get_entry("default")
+    f = e.files[0]
+    path = registry.local_path(e, f.filename)
+    assert f.sha256 and f.size
+    assert path.stat().st_size == f.size
+    assert sha256_file(path) == f.sha256
+    assert registry.model_status(e) == "bundled"
+    assert resolve_model("default")["path"] == path
+    assert verify_model("default") == [FileCheck("default.safetensors", "ok", "ok")]
+
+
+def test_bundled_model_that_differs_from_its_record_still_resolves():
+    real = registry.get_entry("default")
+    e = ModelEntry(name="default", description="d", kind="bundled",
+                   files=[ModelFile("default.safetensors", None, "0" * 64, 123)], licence="l")
+    reg = {"default": e}
+    path = registry.local_path(real, "default.safetensors")
+    assert registry.model_status(e) == "bundled (modified)"
+    # Installed with the package, not downloaded: a rebuilt model still loads.
+    assert resolve_model("default", registry=reg)["path"] == path
+    [check] = verify_model("default", registry=reg)
+    assert check.status == "size-mismatch" and not check.ok
+    assert check.message == f"size mismatch: expected 123, got {path.stat().st_size}"
+
+
+def _safetensors(n: int) -> bytes:
+    header = b'{"w":{"dtype":"U8","shape":[%d],"data_offsets":[0,%d]}}' % (n, n)
+    return struct.pack("<Q", len(header)) + header + bytes(n)
+
+
+@pytest.fixture
+def checked(cache, monkeypatch):
+    """A model with one file per verify outcome, on disk in the cache."""
+    files = {
+        "good.bin": (PAYLOAD, PAYLOAD_SHA, len(PAYLOAD)),
+        "missing.bin": (None, PAYLOAD_SHA, len(PAYLOAD)),
+        "short.bin": (PAYLOAD[:10], PAYLOAD_SHA, len(PAYLOAD)),
+        "flipped.bin": (PAYLOAD[:-1] + b"\0", PAYLOAD_SHA, len(PAYLOAD)),
+        "sized.bin": (PAYLOAD, None, len(PAYLOAD)),
+        "whole.safetensors": (_safetensors(100), None, None),
+        "cut.safetensors": (_safetensors(100)[:-1], None, None),
+    }
+    e = ModelEntry(name="checked", description="d", kind="tf-pickle",
+                   files=[ModelFile(n, "https://example.invalid/" + n, sha, size)
+                          for n, (_, sha, size) in files.items()])
+    monkeypatch.setitem(registry.REGISTRY, e.name, e)
+    (cache / "checked").mkdir(parents=True)
+    for name, (data, _, _) in files.items():
+        if data is not None:
+            (cache / "checked" / name).write_bytes(data)
+    return e
+
+
+def test_verify_model_reports_each_file(checked):
+    got = {c.filename: (c.status, c.message, c.ok) for c in verify_model("checked")}
+    assert got == {
+        "good.bin": ("ok", "ok", True),
+        "missing.bin": ("missing", "missing", False),
+        "short.bin": ("size-mismatch", f"size mismatch: expected {len(PAYLOAD)}, got 10", False),
+        "flipped.bin": ("sha256-mismatch", "sha256 mismatch", False),
+        "sized.bin": ("ok", "ok (size only; no published sha256)", True),
+        "whole.safetensors": ("unverifiable-complete",
+                              "unverifiable: no published size or sha256; looks complete", True),
+        "cut.safetensors": ("unverifiable-incomplete",
+                            "unverifiable: no published size or sha256; looks incomplete", False),
+    }
+    with pytest.raises(UnknownModelError):
+        verify_model("no-such-model")
+
+
+def test_cli_verify_exit_codes(checked, monkeypatch):
+    runner = CliRunner()
+    res = runner.invoke(main, ["models", "verify", "default"])
+    assert res.exit_code == 0 and res.output == "default.safetensors: ok\n"
+
+    res = runner.invoke(main, ["models", "verify", "checked"])
+    assert res.exit_code == 1
+    assert "flipped.bin: sha256 mismatch" in res.output and "missing.bin: missing" in res.output
+    assert "4 of 7 files of checked failed verification; run `pulse models download checked --force`" \
+        in res.output
+
+    e = ModelEntry(name="unpublished", description="d", kind="tf-pickle",
+                   files=[ModelFile("whole.safetensors", "https://example.invalid/w", None, None)])
+    monkeypatch.setitem(registry.REGISTRY, e.name, e)
+    (registry.cache_dir() / "unpublished").mkdir()
+    (registry.cache_dir() / "unpublished" / "whole.safetensors").write_bytes(_safetensors(100))
+    res = runner.invoke(main, ["models", "verify", "unpublished"])
+    assert res.exit_code == 0
+    assert "whole.safetensors: unverifiable: no published size or sha256; looks complete" in res.output
+    assert "only checked to look complete" in res.output
+
+    res = runner.invoke(main, ["models", "verify", "no-such-model"])
+    assert res.exit_code == 2 and "unknown model 'no-such-model'" in res.output

@@ -1,4 +1,4 @@
-"""`pulse models list` and `pulse models download NAME`."""
+"""`pulse models list`, `pulse models download NAME` and `pulse models verify NAME`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import click
 
 from ..errors import DownloadError
 from ..hub import registry
-from ..hub.download import download_model
+from ..hub.download import download_model, verify_model
 from .common import ByteBars
 
 
@@ -17,7 +17,7 @@ def _fail(ctx: click.Context, message, code: int):
 
 @click.group()
 def models():
-    """List and download generator weights.
+    """List, download and verify generator weights.
 
     Downloads go to $PULSE_CACHE (default ~/.cache/pulse-sr), one folder per model.
     """
@@ -48,8 +48,12 @@ def list_cmd():
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Fetch again even if the files are present and verified.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30, show_default=True,
+              help="Give up on a transfer when no data arrives for this many seconds.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Give up after this many seconds in all (default: no limit). What arrived is kept for a resume.")
 @click.pass_context
-def download_cmd(ctx, name, force, quiet):
+def download_cmd(ctx, name, force, quiet, timeout, deadline):
     """Download model NAME into the cache (resumes an interrupted download)."""
     try:
         entry = registry.get_entry(name)
@@ -57,13 +61,15 @@ def download_cmd(ctx, name, force, quiet):
         _fail(ctx, exc, 2)
     if entry.kind == "bundled":
         status = registry.model_status(entry)
-        if status == "bundled":
+        if status in ("bundled", "bundled (modified)"):
             click.echo(f"{name} is bundled with pulse-sr: {registry.local_path(entry, entry.files[0].filename)}")
+            if status != "bundled":
+                click.echo(f"note: it differs from its registry record; see `pulse models verify {name}`", err=True)
             return
         _fail(ctx, f"the bundled model {name!r} is missing from the installed package; reinstall pulse-sr", 1)
     try:
         with ByteBars(enabled=not quiet) as bars:
-            paths = download_model(name, force=force, progress=bars)
+            paths = download_model(name, force=force, progress=bars, timeout=timeout, deadline=deadline)
     except DownloadError as exc:
         _fail(ctx, exc, 1)
     unverified = [f.filename for f in entry.files if not f.sha256]
@@ -72,3 +78,34 @@ def download_cmd(ctx, name, force, quiet):
     if unverified:
         click.echo(f"note: no published sha256 for {', '.join(unverified)}; not checksum-verified", err=True)
     click.echo(f"licence: {entry.licence}", err=True)
+
+
+@models.command("verify")
+@click.argument("name")
+@click.pass_context
+def verify_cmd(ctx, name):
+    """Re-check model NAME's files on disk: present, size and sha256.
+
+    A file with no published size or sha256 is only checked to look complete
+    by its own format. Exit 0 when every file is usable, 1 otherwise, 2 for an
+    unknown name.
+    """
+    try:
+        checks = verify_model(name)
+    except registry.UnknownModelError as exc:
+        _fail(ctx, exc, 2)
+    for check in checks:
+        click.echo(f"{check.filename}: {check.message}")
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        if registry.get_entry(name).kind == "bundled":
+            fix = "reinstall pulse-sr, or if you rebuilt the model, record its new size and sha256 in hub/registry.py"
+        elif all(c.status == "missing" for c in bad):
+            fix = f"run `pulse models download {name}`"
+        else:
+            fix = f"run `pulse models download {name} --force`"
+        _fail(ctx, f"{len(bad)} of {len(checks)} files of {name} failed verification; {fix}", 1)
+    unverified = [c.filename for c in checks if c.status == "unverifiable-complete"]
+    if unverified:
+        click.echo(f"note: {', '.join(unverified)} only checked to look complete (no published size or sha256)",
+                   err=True)

@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 from ..errors import ModelFormatError
+from .safetensors_file import read_header
 
 # Format names returned by detect_format.
 TF_PICKLE = "tf-pickle"
@@ -50,3 +51,72 @@ def detect_format(path) -> str:
     raise ModelFormatError(
         f"{path}: unrecognised model file (first bytes {head[:8].hex()}); expected an official "
         f"StyleGAN .pkl, a PULSE .pt state dict or a pulse-sr .safetensors file")
+
+
+# A zip's end-of-central-directory record is 22 bytes plus a comment of at most
+# 64 KiB, so it always lies in this many last bytes of a complete file.
+_ZIP_TAIL = (1 << 16) + 22
+_ZIP_EOCD = b"PK\x05\x06"
+
+
+def looks_complete(path) -> bool:
+    """Whether ``path`` ends where its own format says it should (stdlib only, no torch).
+
+    Used when nothing else says how long a download should be (no Content-Length,
+    no published size or sha256), so that a cut-off transfer is not taken for a
+    complete file:
+
+    * safetensors: the tensor data ends exactly at the end of the file;
+    * zip (``torch.save``): an end-of-central-directory record closes the file;
+    * pickle: the last byte is the STOP opcode.
+
+    Anything else, including legacy ``torch.save`` files (a pickle followed by
+    raw tensor data), gives False: unknown is not complete.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(9)
+            if head.startswith(b"PK\x03\x04"):
+                return _zip_complete(f, size)
+            if head[:1] == b"\x80":
+                f.seek(size - 1)
+                return f.read(1) == pickle.STOP
+    except OSError:
+        return False
+    if len(head) == 9 and head[8:9] == b"{":
+        (header_len,) = struct.unpack("<Q", head[:8])
+        return _safetensors_complete(path, header_len, size)
+    return False
+
+
+def _zip_complete(f, size: int) -> bool:
+    f.seek(max(0, size - _ZIP_TAIL))
+    tail = f.read()
+    at = tail.rfind(_ZIP_EOCD)
+    # Tensor data is stored uncompressed and may contain the signature by
+    # chance; a real record's comment length runs exactly to the end of the file.
+    while at >= 0:
+        if at + 22 <= len(tail):
+            (comment_len,) = struct.unpack("<H", tail[at + 20:at + 22])
+            if at + 22 + comment_len == len(tail):
+                return True
+        at = tail.rfind(_ZIP_EOCD, 0, at)
+    return False
+
+
+def _safetensors_complete(path: Path, header_len: int, size: int) -> bool:
+    try:
+        header = read_header(path)
+    except ModelFormatError:
+        return False
+    ends = [0]
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            return False
+        ends.append(offsets[1])
+    return 8 + header_len + max(ends) == size

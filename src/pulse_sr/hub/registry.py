@@ -92,7 +92,9 @@ _BUILTIN = [
         name="default",
         description="Small StyleGAN1 face generator trained by pulse-sr, shipped with the package.",
         kind="bundled",
-        files=[ModelFile("default.safetensors", None, None, None)],
+        # sha256 and size of the file shipped in the wheel; `pulse models verify default` re-checks them.
+        files=[ModelFile("default.safetensors", None,
+                         "b6d215d4ff7573414b28243df1f2bf3c3ebd761f24fe5c6385c31d2e42897a8e", 9118892)],
         resolution=None,
         licence=UTKFACE_LICENCE,
         notes=("Trained on UTKFace, which is released for non-commercial research "
@@ -199,16 +201,29 @@ def local_path(entry: ModelEntry, filename: str) -> Path:
 
 def _present(path: Path, size: Optional[int]) -> bool:
     # Existence and size only: hashing 300 MB on every `models list` is too slow;
-    # `pulse models download` re-verifies the hash.
+    # `pulse models download` and `pulse models verify` re-check the hash.
     return path.is_file() and (size is None or path.stat().st_size == size)
 
 
+def _usable(entry: ModelEntry, f: ModelFile, path: Path) -> bool:
+    # A bundled file comes with the package, not over the network: a size other
+    # than the recorded one means a rebuilt model, not a cut-off download, so it
+    # is still loaded (the loader rejects a broken file) and `pulse models
+    # verify` reports the difference.
+    return _present(path, None if entry.kind == "bundled" else f.size)
+
+
 def model_status(entry: ModelEntry) -> str:
-    """'bundled', 'bundled (missing)', 'downloaded', 'partial' or 'not downloaded'."""
+    """'bundled', 'bundled (modified)', 'bundled (missing)', 'downloaded', 'partial' or 'not downloaded'.
+
+    'bundled (modified)': the bundled file is there but not the size the registry records.
+    """
     paths = [(local_path(entry, f.filename), f.size) for f in entry.files]
     present = [_present(p, size) for p, size in paths]
     if entry.kind == "bundled":
-        return "bundled" if all(present) else "bundled (missing)"
+        if not all(p.is_file() for p, _ in paths):
+            return "bundled (missing)"
+        return "bundled" if all(present) else "bundled (modified)"
     if all(present):
         return "downloaded"
     if any(present) or any(p.with_name(p.name + ".part").exists() for p, _ in paths):
@@ -248,7 +263,7 @@ def resolve_model(name_or_path, registry: Optional[Dict[str, ModelEntry]] = None
     if text in registry:
         entry = registry[text]
         files = {f.filename: local_path(entry, f.filename) for f in entry.files}
-        missing = [f.filename for f in entry.files if not _present(files[f.filename], f.size)]
+        missing = [f.filename for f in entry.files if not _usable(entry, f, files[f.filename])]
         if missing:
             where = local_path(entry, missing[0])
             if entry.kind == "bundled":
