@@ -397,3 +397,39 @@ def test_wrong_size_names_the_file(tmp_path, model_file):
              "--steps", "1", "--quiet"])
     assert r.exit_code == 2 and f"{tmp_path / 'odd.png'}: 7×9 is not a supported LR size" in r.output
     assert (tmp_path / "o" / "ok.png").is_file()  # the others still ran
+
+
+def test_an_unreadable_folder_is_one_line_and_the_rest_run(tmp_path, model_file, monkeypatch):
+    from pathlib import Path
+    lr_image(tmp_path / "a.png")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = Path.iterdir
+
+    def denied(self):
+        if self == locked:  # root reads every folder, so refuse it here as a 0000 folder would
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    r = run(["upsample", locked, tmp_path / "a.png", "--out", tmp_path / "o", "--model", model_file,
+             "--steps", "1", "--quiet"])
+    assert f"skipped {locked}: cannot be read (Permission denied)" in r.output
+    assert (tmp_path / "o" / "a.png").is_file() and r.exit_code in (0, 3)
+
+
+def test_eval_out_that_is_a_file_is_one_line(tmp_path, model_file):
+    save_image(torch.rand(3, 16, 16), tmp_path / "hr" / "a.png")
+    (tmp_path / "taken").write_text("x")
+    r = run(["eval", tmp_path / "hr", "--out", tmp_path / "taken", "--model", model_file, "--scale", "4"])
+    assert r.exit_code == 2 and "is a file" in r.output and "Errno" not in r.output
+
+
+def test_a_corrupt_stored_fit_is_refused(tmp_path):
+    from pulse_sr import load_model
+    m = tiny_model()
+    fit = {"mean": m.gaussian_fit["mean"].clone(), "std": m.gaussian_fit["std"].clone()}
+    fit["std"][3] = float("inf")
+    path = save_generator(m.generator, tmp_path / "badfit.safetensors", gaussian_fit=fit)
+    with pytest.raises(ModelFormatError, match="Gaussian fit is corrupt"):
+        load_model(path)

@@ -148,7 +148,13 @@ def expand_inputs(inputs, notes: Optional[List[str]] = None) -> List[Path]:
         if not p.is_dir():
             out.append(p)
             continue
-        for f in sorted(p.iterdir()):
+        try:
+            entries = sorted(p.iterdir())
+        except OSError as exc:  # an unreadable folder is one bad input, not the end of the batch
+            if notes is not None:
+                notes.append(f"skipped {p}: cannot be read ({exc.strerror or exc})")
+            continue
+        for f in entries:
             why = _skip_reason(f)
             if why is None:
                 out.append(f)

@@ -66,6 +66,8 @@ def validate_fit(fit: GaussianFit, w_dim: int, what: str = "gaussian fit") -> Ga
     mean, std = fit["mean"], fit["std"]
     if not (torch.is_tensor(mean) and torch.is_tensor(std)) or mean.shape != (w_dim,) or std.shape != (w_dim,):
         raise ModelFormatError(f"{what}: 'mean' and 'std' must be tensors of shape ({w_dim},)")
+    if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(std).all()) and bool((std >= 0).all())):
+        raise ModelFormatError(f"{what}: NaN, infinite or negative values; the Gaussian fit is corrupt")
     return {"mean": mean.float(), "std": std.float()}
 
 

@@ -166,7 +166,12 @@ def evaluate(data_dir, model, out_dir, options: Optional[PulseOptions] = None,
     if s.n:
         files = files[:s.n]
     out_dir = Path(out_dir)
-    (out_dir / "per_image").mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputImageError(f"--out {out_dir} is a file, not a folder; choose a folder for the results")
+    try:
+        (out_dir / "per_image").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputImageError(f"cannot create {out_dir} ({exc.strerror or exc})") from None
     sig = signature(model, opts, s, degradations)
     grid_names = {p.name for p in files[:s.grid_images]}
 
