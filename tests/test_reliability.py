@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -16,7 +15,7 @@ from PIL import Image
 
 from pulse_sr.cli import main
 from pulse_sr.errors import InputImageError, ModelFormatError
-from pulse_sr.formats.safetensors_file import CONFIG_KEY, EXTRAS_KEY, FORMAT_KEY, FORMAT_NAME, save_generator
+from pulse_sr.formats.safetensors_file import CONFIG_KEY, save_generator
 from pulse_sr.images import expand_inputs, load_rgb, save_image
 from pulse_sr.pipelines import upsample as pipe
 from pulse_sr.pipelines.upsample import plan_names

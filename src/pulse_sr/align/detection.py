@@ -1,7 +1,9 @@
-"""Face detection with dlib: its HOG face detector plus the 68-point landmark model.
+"""Face detection with dlib: its HOG face detector plus the 68-point landmark model,
+with dlib's CNN (MMOD) face detector as a fallback when HOG finds nothing.
 
-Both models are read from installed packages (``dlib-bin`` and
-``face-recognition-models``, or Debian's ``libdlib-data``), never downloaded.
+The models are read from installed packages (``dlib-bin`` and
+``face-recognition-models``, or Debian's ``libdlib-data`` for the landmarks),
+never downloaded. Without the CNN's model file only HOG runs.
 Each face comes with five landmarks (eye centres, nose tip, mouth corners).
 Detection runs on a copy shrunk to at most ``max_side`` pixels.
 """
@@ -9,11 +11,12 @@ Detection runs on a copy shrunk to at most ``max_side`` pixels.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -26,6 +29,10 @@ from .templates import LANDMARK_NAMES, landmark_points
 # package is not installed.
 _DEBIAN_LANDMARKS = "/usr/share/dlib/shape_predictor_68_face_landmarks.dat"
 _LANDMARKS_ENV = "PULSE_SR_LANDMARK_MODEL"
+# dlib's CNN face detector, as face-recognition-models ships it.
+_CNN_MODEL_FILE = "mmod_human_face_detector.dat"
+
+log = logging.getLogger(__name__)
 
 
 class FaceDetectorUnavailable(PulseError):
@@ -51,20 +58,28 @@ class Face:
         return landmark_points(self.landmarks)
 
 
+def _packaged_model(filename: str) -> Optional[str]:
+    """Path of one of face-recognition-models' model files, or None if not installed."""
+    # Located without importing face_recognition_models: its __init__ needs
+    # pkg_resources, which recent setuptools no longer ships.
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            path = os.path.join(folder, "models", filename)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
 def _landmark_model_path() -> str:
     override = os.environ.get(_LANDMARKS_ENV)
     if override:
         if not os.path.isfile(override):
             raise FaceDetectorUnavailable(f"{_LANDMARKS_ENV}={override}: no such file")
         return override
-    # Located without importing face_recognition_models: its __init__ needs
-    # pkg_resources, which recent setuptools no longer ships.
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            path = os.path.join(folder, "models", "shape_predictor_68_face_landmarks.dat")
-            if os.path.isfile(path):
-                return path
+    path = _packaged_model("shape_predictor_68_face_landmarks.dat")
+    if path is not None:
+        return path
     if os.path.isfile(_DEBIAN_LANDMARKS):
         return _DEBIAN_LANDMARKS
     raise FaceDetectorUnavailable(
@@ -81,6 +96,22 @@ def _dlib_models():
             f"face detection needs dlib ({exc}): pip install 'pulse-sr[align]' (dlib-bin, "
             "face-recognition-models)") from None
     return dlib, dlib.get_frontal_face_detector(), dlib.shape_predictor(_landmark_model_path())
+
+
+@lru_cache(maxsize=1)
+def _cnn_detector():
+    """dlib's CNN face detector, or None when its model is not installed: it is
+    only a fallback, so HOG detection goes on without it."""
+    dlib = _dlib_models()[0]
+    path = _packaged_model(_CNN_MODEL_FILE)
+    if path is None:
+        log.debug("no CNN face detector (%s not found in face_recognition_models); HOG only", _CNN_MODEL_FILE)
+        return None
+    try:
+        return dlib.cnn_face_detection_model_v1(path)
+    except RuntimeError as exc:
+        log.warning("%s: unreadable CNN face detector (%s); HOG only", path, exc)
+        return None
 
 
 # The 68-point model's indices (iBUG 300-W numbering, 0-based).
@@ -143,8 +174,19 @@ _MIN_SCORE = 0.3
 _SURE_CHECK_SCORE = 0.6
 
 
+# The CNN is single-threaded and costs about 10 us and 1 KB per pixel it sees
+# (dlib-bin 20.0.1 on a 2.5 GHz Xeon, upsample 0: 320x320 took 1.7 s and 127 MB,
+# 512x512 2.5 s and 254 MB, 1024x1024 10 s and 1 GB; the padded 2048-px copy HOG
+# sees would take about 80 s and 8 GB), so it runs on the shrunk copy shrunk
+# further to at most 512x512 pixels' worth. It finds faces whose box is about
+# 80 px or more in what it sees: at the cap, about a sixth of a square photo's
+# side. Small photos are enlarged at most 2x for it, reaching 40-px faces.
+_CNN_MAX_PIXELS = 512 * 512
+_CNN_MAX_UPSCALE = 2.0
+
+
 def detect_faces(image, *, min_score: float = _MIN_SCORE, max_side: int = 2048,
-                 rotations: Sequence[float] = (30.0, -30.0)) -> List[Face]:
+                 rotations: Sequence[float] = (30.0, -30.0), cnn_fallback: bool = True) -> List[Face]:
     """Find every face in ``image`` (PIL image or (H, W, 3) uint8 array).
 
     Returns faces ordered by size, largest first, with five landmarks each.
@@ -157,13 +199,33 @@ def detect_faces(image, *, min_score: float = _MIN_SCORE, max_side: int = 2048,
     canonical crop, which also refines its landmarks. ``Face.score`` is the
     sum of the two detector scores; ``min_score`` is its threshold (a
     candidate whose upright check alone scores 0.6 is kept regardless).
+
+    When all that finds nothing and ``cnn_fallback`` is set, dlib's CNN face
+    detector looks once more, upright, at a copy of at most 512x512 pixels'
+    worth (about 2.5 s on one CPU core; faces under about a sixth of a large
+    photo's side are missed there). It finds faces HOG misses, such as
+    foreshortened ones. Its candidates go through the same landmarks and
+    upright re-check, with the CNN's confidence (about 1 for a clear face) as
+    their first score. Without the CNN's model file only HOG runs.
     """
-    dlib, detector, predictor = _dlib_models()
+    _dlib_models()  # Fails with FaceDetectorUnavailable before any work.
     image = _as_rgb(image)
     W, H = image.size
     scale = min(1.0, max_side / max(W, H))
     small = image if scale == 1.0 else image.resize(
         (max(1, round(W * scale)), max(1, round(H * scale))), Image.BOX, reducing_gap=2.0)
+    faces = _hog_faces(image, small, rotations, min_score)
+    if not faces and cnn_fallback:
+        faces = _cnn_faces(image, small, min_score)
+    return sorted(faces, key=lambda f: (-f.size, -f.score))
+
+
+def _hog_faces(image: Image.Image, small: Image.Image, rotations: Sequence[float],
+               min_score: float) -> List[Face]:
+    """HOG's faces in ``image``, searched for in its shrunk copy ``small``:
+    upright first, then at each of ``rotations`` until some are found."""
+    dlib, detector, predictor = _dlib_models()
+    W, H = image.size
     sw, sh = small.size
     pad = max(8, round(0.2 * max(sw, sh)))
     padded = np.pad(np.asarray(small), ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
@@ -189,27 +251,59 @@ def detect_faces(image, *, min_score: float = _MIN_SCORE, max_side: int = 2048,
         return [(apply_transform(back, p), s) for p, s in
                 _candidates(dlib, detector, predictor, np.asarray(rotated), upsample, -0.5)]
 
-    faces: List[Face] = []
     for angle in (0.0, *rotations):
-        if angle != 0 and faces:
-            break
-        for pts, first_score in candidates_at(angle):
-            eyes = (pts[0] + pts[1]) / 2
-            # Reflection padding mirrors faces near the border; keep only the real ones.
-            if np.hypot(*(pts[1] - pts[0])) < 2.0 or not (0 <= eyes[0] < W and 0 <= eyes[1] < H):
-                continue
-            checked = _verify(dlib, detector, predictor, image, pts)
-            if checked is None:
-                continue
-            check_score, refined, box = checked
-            score = first_score + check_score
-            if score < min_score and check_score < _SURE_CHECK_SCORE:
-                continue
-            face = Face(box=tuple(float(v) for v in box),
-                        landmarks={k: (float(x), float(y)) for k, (x, y) in zip(LANDMARK_NAMES, refined)},
-                        score=score)
-            faces = _keep_distinct(faces, face)
-    return sorted(faces, key=lambda f: (-f.size, -f.score))
+        faces = _accept(image, candidates_at(angle), min_score)
+        if faces:
+            return faces
+    return []
+
+
+def _cnn_faces(image: Image.Image, small: Image.Image, min_score: float) -> List[Face]:
+    """The CNN detector's faces in ``image``, searched for upright in its shrunk
+    copy ``small`` resized to the CNN's pixel budget; [] without its model."""
+    cnn = _cnn_detector()
+    if cnn is None:
+        return []
+    _, _, predictor = _dlib_models()
+    W, H = image.size
+    sw, sh = small.size
+    scale = min(_CNN_MAX_UPSCALE, math.sqrt(_CNN_MAX_PIXELS / (sw * sh)))
+    cw, ch = max(1, round(sw * scale)), max(1, round(sh * scale))
+    seen = small if (cw, ch) == (sw, sh) else small.resize(
+        (cw, ch), Image.BICUBIC if scale > 1 else Image.BOX)
+    arr = np.asarray(seen)
+    # No reflection padding here, unlike HOG: the CNN finds tightly framed
+    # faces without it, and padding would double the pixels it is paid for.
+    to_photo = np.array([[W / cw, 0.0, 0.0], [0.0, H / ch, 0.0]])
+    candidates = ((apply_transform(to_photo, _five_points(predictor(arr, d.rect))), float(d.confidence))
+                  for d in cnn(arr, 0))
+    return _accept(image, candidates, min_score)
+
+
+def _accept(image: Image.Image, candidates: Iterable[Tuple[np.ndarray, float]],
+            min_score: float) -> List[Face]:
+    """The candidates (five points in ``image`` coordinates, first detector
+    score) that pass the upright re-check, one per face."""
+    dlib, detector, predictor = _dlib_models()
+    W, H = image.size
+    faces: List[Face] = []
+    for pts, first_score in candidates:
+        eyes = (pts[0] + pts[1]) / 2
+        # Reflection padding mirrors faces near the border; keep only the real ones.
+        if np.hypot(*(pts[1] - pts[0])) < 2.0 or not (0 <= eyes[0] < W and 0 <= eyes[1] < H):
+            continue
+        checked = _verify(dlib, detector, predictor, image, pts)
+        if checked is None:
+            continue
+        check_score, refined, box = checked
+        score = first_score + check_score
+        if score < min_score and check_score < _SURE_CHECK_SCORE:
+            continue
+        face = Face(box=tuple(float(v) for v in box),
+                    landmarks={k: (float(x), float(y)) for k, (x, y) in zip(LANDMARK_NAMES, refined)},
+                    score=score)
+        faces = _keep_distinct(faces, face)
+    return faces
 
 
 def _keep_distinct(faces: List[Face], face: Face) -> List[Face]:
