@@ -1,3 +1,7 @@
+import contextlib
+import http.server
+import threading
+
 import pytest
 import torch
 
@@ -29,3 +33,17 @@ def tiny_model(resolution: int = 16, seed: int = 0, **kwargs) -> PulseModel:
 @pytest.fixture
 def tiny_G():
     return tiny_model()
+
+
+@contextlib.contextmanager
+def local_http_server(handler):
+    """A threaded HTTP server on 127.0.0.1 with ``handler``, shut down on exit (download tests only)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -29,6 +29,8 @@ from pulse_sr.hub import registry
 from pulse_sr.hub.download import download, download_model
 from pulse_sr.hub.registry import ModelEntry, ModelFile
 
+from conftest import local_http_server
+
 
 def safetensors_bytes(n: int = 200_000) -> bytes:
     """A valid safetensors file: one uint8 tensor of ``n`` random bytes."""
@@ -146,13 +148,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def _server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with local_http_server(Handler) as server:
+        yield server
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import random
 import re
 import socket
 import struct
-import threading
 
 import pytest
 from click.testing import CliRunner
@@ -22,6 +21,8 @@ from pulse_sr.hub.registry import ModelEntry, ModelFile, UnknownModelError, reso
 PAYLOAD = random.Random(0).randbytes(300_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 TIMEOUT = 5
+
+from conftest import local_http_server
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -71,13 +72,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def _server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with local_http_server(Handler) as server:
+        yield server
 
 
 @pytest.fixture
