@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "train": ("pulse_sr.cli.train", "train"),
     "align": ("pulse_sr.cli.align", "align"),
     "eval": ("pulse_sr.cli.eval", "eval_cmd"),
+    "quality": ("pulse_sr.cli.quality", "quality"),
 }
 
 

@@ -23,7 +23,7 @@ def list_images(folder) -> List[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _resize(img: Image.Image, resolution: int) -> np.ndarray:
+def resize_crop(img: Image.Image, resolution: int) -> np.ndarray:
     img = to_rgb(img)
     if img.size != (resolution, resolution):
         img = img.resize((resolution, resolution), Image.LANCZOS)
@@ -40,7 +40,7 @@ def load_folder(folder, resolution: int, limit: int = 0,
         raise FileNotFoundError(f"{folder}: no PNG/JPEG/WebP/BMP images found")
     images = []
     for f in files:
-        images.append(_resize(Image.open(f), resolution))
+        images.append(resize_crop(Image.open(f), resolution))
         if progress is not None:
             progress(len(images), len(files))
     arr = np.stack(images)
@@ -55,7 +55,7 @@ def write_pack(folder, path, resolution: int, quality: int = 90, limit: int = 0)
     blobs = []
     for f in files:
         buf = io.BytesIO()
-        Image.fromarray(_resize(Image.open(f), resolution)).save(buf, format="JPEG", quality=quality)
+        Image.fromarray(resize_crop(Image.open(f), resolution)).save(buf, format="JPEG", quality=quality)
         blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
     np.savez(path, data=np.concatenate(blobs), offsets=offsets, resolution=np.int64(resolution),
@@ -66,7 +66,7 @@ def write_pack(folder, path, resolution: int, quality: int = 90, limit: int = 0)
 def load_pack(path, resolution: int) -> torch.Tensor:
     with np.load(path, allow_pickle=False) as z:
         data, offsets = z["data"], z["offsets"]
-    imgs = [_resize(Image.open(io.BytesIO(data[offsets[i]:offsets[i + 1]].tobytes())), resolution)
+    imgs = [resize_crop(Image.open(io.BytesIO(data[offsets[i]:offsets[i + 1]].tobytes())), resolution)
             for i in range(len(offsets) - 1)]
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
 
