@@ -74,3 +74,35 @@ def test_pack_roundtrip_and_augment(tmp_path):
     assert diff_augment(x, "").equal(x)
     y = diff_augment(x, "color,translation,cutout")
     assert y.shape == x.shape and not torch.equal(x, y)
+
+
+def test_train_can_start_from_a_saved_generator(tmp_path):
+    data = _data(tmp_path)
+    first = train(_opts(data, tmp_path / "a", 0.004), log=lambda s: None)
+    src = load_saved_generator(first).generator
+    opts = _opts(data, tmp_path / "b", 0.004)
+    opts.init = str(first)
+    logs = []
+    train(opts, log=logs.append)
+    assert any("start from" in line for line in logs)
+    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    # One step of batch 4 moves G only slightly away from where it started.
+    w0, w1 = src.state_dict()["synthesis.layers.2.weight"], ck["G"]["synthesis.layers.2.weight"]
+    assert (w1 - w0).abs().max() < 0.1 * w0.abs().max()
+    opts = _opts(data, tmp_path / "c", 0.004)
+    opts.init, opts.resolution = str(first), 32
+    import pytest
+    with pytest.raises(ValueError, match="differs from the requested"):
+        train(opts, log=lambda s: None)
+
+
+def test_half_precision_epilogue_runs_in_float32():
+    from pulse_sr.ops.epilogue import epilogue, epilogue_reference
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 8, 8, generator=g) * 3 + 1
+    s, b = torch.randn(4, generator=g), torch.randn(4, generator=g)
+    gamma, beta = torch.randn(2, 4, generator=g), torch.randn(2, 4, generator=g)
+    want = epilogue_reference(x, None, s, b, gamma, beta, 1e-8)
+    got = epilogue(x.bfloat16(), None, s, b, gamma, beta, 1e-8, impl="torch")
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - want).abs().max() < 0.05 * want.abs().max()

@@ -319,8 +319,14 @@ def epilogue(x: torch.Tensor, noise: Optional[torch.Tensor], noise_strength: tor
              eps: float, impl: str = "auto") -> torch.Tensor:
     """noise, bias, leaky ReLU, instance norm, style: (B, C, H, W) -> (B, C, H, W).
 
-    ``impl`` is one of :data:`IMPLS`; see the module docstring.
+    ``impl`` is one of :data:`IMPLS`; see the module docstring. Half-precision inputs
+    (under autocast) are computed in float32: instance-norm statistics in bf16 lose too much.
     """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        def up(t):
+            return None if t is None else t.float()
+        return epilogue(x.float(), up(noise), noise_strength.float(), up(bias), gamma.float(), beta.float(), eps,
+                        impl).to(x.dtype)
     if impl == "ref":
         return epilogue_reference(x, noise, noise_strength, bias, gamma, beta, eps)
     if impl == "c":

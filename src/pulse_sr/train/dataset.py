@@ -63,11 +63,13 @@ def write_pack(folder, path, resolution: int, quality: int = 90, limit: int = 0)
     return len(files)
 
 
-def load_pack(path, resolution: int) -> torch.Tensor:
+def load_pack(path, resolution: int, limit: int = 0) -> torch.Tensor:
+    """(N, 3, R, R) uint8 images of a pack written by :func:`write_pack` (only the first ``limit`` decoded)."""
     with np.load(path, allow_pickle=False) as z:
         data, offsets = z["data"], z["offsets"]
+    n = len(offsets) - 1 if not limit else min(limit, len(offsets) - 1)
     imgs = [resize_crop(Image.open(io.BytesIO(data[offsets[i]:offsets[i + 1]].tobytes())), resolution)
-            for i in range(len(offsets) - 1)]
+            for i in range(n)]
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -77,6 +79,5 @@ def load_dataset(source, resolution: int, limit: int = 0,
     if source.is_dir():
         return load_folder(source, resolution, limit, progress)
     if source.suffix == ".npz":
-        x = load_pack(source, resolution)
-        return x[:limit] if limit else x
+        return load_pack(source, resolution, limit)
     raise FileNotFoundError(f"{source}: not a folder of images or a .npz pack")

@@ -55,6 +55,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "auto"
     threads: int = 0                   # torch CPU threads (0 = default).
+    init: str = ""                     # Start G and G_ema from this pulse-sr .safetensors (same architecture).
 
 
 def save_grid(images: torch.Tensor, path, nrow: int) -> None:
@@ -62,6 +63,16 @@ def save_grid(images: torch.Tensor, path, nrow: int) -> None:
     x = (images.detach().float().cpu() + 1) / 2
     rows = [list(x[i:i + nrow]) for i in range(0, x.shape[0], nrow)]
     save_image(make_grid(rows, pad=0), path)
+
+
+def _init_from(G, G_ema, path, cfg) -> None:
+    from ..formats.safetensors_file import load_saved_generator
+
+    src = load_saved_generator(path).generator
+    if src.cfg.to_dict() != cfg.to_dict():
+        raise ValueError(f"--init {path}: its config {src.cfg.to_dict()} differs from the requested {cfg.to_dict()}")
+    G.load_state_dict(src.state_dict())
+    G_ema.load_state_dict(src.state_dict())
 
 
 def _mixed_ws(G: StyleGAN1Generator, z: torch.Tensor, prob: float) -> torch.Tensor:
@@ -105,6 +116,9 @@ def train(opts: TrainOptions, log=print, progress=None) -> Path:
 
     nimg = 0
     ckpt_path = out / "checkpoint.pt"
+    if opts.init and not ckpt_path.exists():
+        _init_from(G, G_ema, opts.init, cfg)
+        log(f"G and G_ema start from {opts.init}; D starts fresh")
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=True)
         if ck["config"] != cfg.to_dict():
