@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from ..errors import EXIT_ERROR, InputImageError, InputSizeError, PulseError, exit_code
+from ..hub.download import sha256_file
 from ..images import load_rgb, pil_to_tensor, save_image
 from ..ops.resample import check_lr_size
 from ..runtime import tune
@@ -59,9 +60,13 @@ class OutputFolderError(PulseError):
 # Names
 
 
+def _tags(samples: int) -> List[str]:
+    """The per-sample part of output names: ``_0``, ``_1``, ... or nothing for one sample."""
+    return [f"_{k}" for k in range(samples)] if samples > 1 else [""]
+
+
 def _outputs(name: str, samples: int) -> List[str]:
-    tags = [f"_{k}" for k in range(samples)] if samples > 1 else [""]
-    return [f"{name}{t}{suffix}.png" for t in tags for suffix in ("", "_lr")]
+    return [f"{name}{t}{suffix}.png" for t in _tags(samples) for suffix in ("", "_lr")]
 
 
 def plan_names(files: Sequence[Path], samples: int = 1, align: bool = False) -> Dict[Path, str]:
@@ -83,7 +88,7 @@ def plan_names(files: Sequence[Path], samples: int = 1, align: bool = False) -> 
         # Face indices are not known before detection: claim the whole family of names.
         tag = r"(_\d+)?" if samples > 1 else ""
         pattern = re.compile(rf"{re.escape(name)}_face\d+{tag}(_lr)?\.png$")
-        examples = [f"{name}_face{i}{t}{lr}.png" for i in (0, 1, 10) for t in (["_0", "_1"] if samples > 1 else [""])
+        examples = [f"{name}_face{i}{t}{lr}.png" for i in (0, 1, 10) for t in _tags(min(samples, 2))
                     for lr in ("", "_lr")]
         return pattern, examples
 
@@ -162,14 +167,6 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 def read_report(out_dir: Path) -> dict:
     """The report of earlier runs in ``out_dir``; {} if there is none or it is unreadable."""
     try:
@@ -222,8 +219,7 @@ def prepare_lr(path: Path, name: str, model, lr_size: Optional[int], align: bool
 
 
 def _save_intermediate(out_dir: Path, stem: str, samples: int, step: int, hr, lo) -> None:
-    for k in range(hr.shape[0]):
-        tag = f"_{k}" if samples > 1 else ""
+    for k, tag in enumerate(_tags(samples)):
         save_image(hr[k], out_dir / stem / "HR" / f"{stem}{tag}_{step:04d}.png")
         save_image(lo[k], out_dir / stem / "LR" / f"{stem}{tag}_{step:04d}.png")
 
@@ -282,14 +278,12 @@ def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, sav
     run_id = _digest(settings)
     names = plan_names(files, samples, align)
     inputs = {str(f) for f in files}
+    # Results of inputs this run does not touch stay, with the settings of the run that made them.
+    kept = [r for r in previous.get("results", []) if r.get("input") not in inputs]
+    runs = {k: v for k, v in previous.get("runs", {}).items()
+            if isinstance(v, dict) and any(r.get("run") == k for r in kept)}
     report = {"format": REPORT_FORMAT, **settings, "note": IMAGINARY_NOTE, "exit_code": None, "run": run_id,
-              "runs": {**{k: v for k, v in previous.get("runs", {}).items() if isinstance(v, dict)},
-                       run_id: settings},
-              # Results of inputs this run does not touch stay, with the run that made them.
-              "results": [r for r in previous.get("results", []) if r.get("input") not in inputs],
-              "errors": []}
-    report["runs"] = {k: v for k, v in report["runs"].items()
-                      if k == run_id or any(r.get("run") == k for r in report["results"])}
+              "runs": {**runs, run_id: settings}, "results": kept, "errors": []}
     report_path = out_dir / REPORT
 
     dev = tune(device)
@@ -299,7 +293,7 @@ def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, sav
     for path in files:
         notes: List[str] = []
         try:
-            key = _digest([run_id, _file_digest(path)]) if path.is_file() else None
+            key = _digest([run_id, sha256_file(path)[:16]]) if path.is_file() else None
         except OSError:
             key = None
         done = _done_before(previous, key, out_dir) if key else None
@@ -332,8 +326,7 @@ def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, sav
         mine += entries
         report["results"] += entries
         _save_report(report, report_path, mine, log)
-    report["exit_code"] = EXIT_ERROR if stopped else exit_code(
-        bad_input=bool(report["errors"]), not_found=any(not r["success"] for r in mine))
+    report["exit_code"] = _exit_code(report, mine, stopped)
     if stopped:
         report["stopped"] = stopped
         log(f"error: {stopped}")
@@ -341,10 +334,16 @@ def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, sav
     return report
 
 
+def _exit_code(report: dict, mine: List[dict], stopped: Optional[str] = None) -> int:
+    """This run's exit code: its own inputs' errors and results, not earlier runs' kept in the report."""
+    if stopped:
+        return EXIT_ERROR
+    return exit_code(bad_input=bool(report["errors"]), not_found=any(not r["success"] for r in mine))
+
+
 def _save_report(report: dict, path: Path, mine: List[dict], log) -> None:
     if report["exit_code"] is None:  # in progress: what a reader sees if the run dies now
-        report = {**report, "exit_code": exit_code(bad_input=bool(report["errors"]),
-                                                    not_found=any(not r["success"] for r in mine))}
+        report = {**report, "exit_code": _exit_code(report, mine)}
     try:
         write_report(report, path)
     except OSError as exc:
@@ -359,8 +358,7 @@ def _search_one(path, stem, lr, model, opts, samples, seed, key, run_id, out_dir
     for w in res.warnings:
         log(f"warning: {w}")
     entries = []
-    for k in range(samples):
-        tag = f"_{k}" if samples > 1 else ""
+    for k, tag in enumerate(_tags(samples)):
         hr_path = save_image(res.images[k], out_dir / f"{stem}{tag}.png")
         lr_path = save_image(res.downscaled[k], out_dir / f"{stem}{tag}_lr.png")
         entry = {"input": str(path), "output": hr_path.name, "downscaled": lr_path.name,
