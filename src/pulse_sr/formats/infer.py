@@ -69,11 +69,9 @@ def build_generator(cfg, what: str):
     return StyleGAN1Generator(cfg)
 
 
-def meta_state_shapes(cfg) -> dict:
-    """{state-dict key: shape} of the generator ``cfg`` describes, without allocating it."""
-    import torch
-
-    from ..networks.stylegan1 import StyleGAN1Generator
-
-    with torch.device("meta"):
-        return {k: tuple(v.shape) for k, v in StyleGAN1Generator(cfg).state_dict().items()}
+def count_indexed(names, template: str) -> int:
+    """How many of ``template.format(0)``, ``template.format(1)``, ... are in ``names``, in a row."""
+    n = 0
+    while template.format(n) in names:
+        n += 1
+    return n

@@ -18,7 +18,7 @@ import torch
 from ..errors import ModelFormatError, UnsafePickleError
 from ..networks.stylegan1 import StyleGAN1Config
 from . import LoadedWeights
-from .infer import build_generator, fit_fmaps, resolution_and_channels
+from .infer import build_generator, count_indexed, fit_fmaps, resolution_and_channels
 from .keys import check_keys, load_state_strict
 
 __all__ = ["load_pulse_state_dicts", "load_gaussian_fit_pt", "PULSE_NOISE_SEED"]
@@ -146,9 +146,7 @@ def load_pulse_state_dicts(synthesis_path, mapping_path=None) -> LoadedWeights:
     latent_dim, n_dense, fmaps = 512, 8, 512
     if msd is not None:
         mwhat = str(mapping_path)
-        n_dense = 0
-        while f"dense{n_dense}.weight" in msd:
-            n_dense += 1
+        n_dense = count_indexed(msd, "dense{}.weight")
         if n_dense == 0:
             raise ModelFormatError(f"{mwhat}: missing key dense0.weight; not a PULSE mapping.pt")
         fmaps, latent_dim = _key_shape(msd, "dense0.weight", mwhat, 2)

@@ -112,7 +112,7 @@ def load_saved_generator(path) -> LoadedWeights:
         raise ModelFormatError(f"{path}: bad pulse-sr config ({exc})") from exc
     # Everything is checked against the header before a byte of tensor data is read.
     G = build_generator(cfg, str(path))
-    _check_header_shapes(header, cfg, str(path))
+    _check_header_shapes(header, G, str(path))
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises several types for corrupt data
@@ -125,12 +125,11 @@ def load_saved_generator(path) -> LoadedWeights:
     return LoadedWeights(G.eval().requires_grad_(False), format="pulse-sr", gaussian_fit=fit, metadata=extras)
 
 
-def _check_header_shapes(header: dict, cfg, what: str) -> None:
-    from .infer import meta_state_shapes
+def _check_header_shapes(header: dict, G, what: str) -> None:
     from .keys import check_keys
 
-    want = meta_state_shapes(cfg)
-    fit = {"prior.mean": (cfg.w_dim,), "prior.std": (cfg.w_dim,)}
+    want = {k: tuple(v.shape) for k, v in G.state_dict().items()}
+    fit = {"prior.mean": (G.w_dim,), "prior.std": (G.w_dim,)}
     have = {k: tuple(v.get("shape", ())) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
     if "prior.mean" in have or "prior.std" in have:
         want = {**want, **fit}

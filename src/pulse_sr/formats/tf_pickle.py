@@ -22,7 +22,7 @@ import torch
 from ..errors import ModelFormatError, UnsafePickleError
 from ..networks.stylegan1 import StyleGAN1Config
 from . import LoadedWeights
-from .infer import build_generator, fit_fmaps, resolution_and_channels
+from .infer import build_generator, count_indexed, fit_fmaps, resolution_and_channels
 from .keys import check_keys, load_state_strict
 
 __all__ = ["load_tf_pickle"]
@@ -292,9 +292,7 @@ def _infer_tf_config(Gs: _TFNetworkStub, variables: Mapping[str, object], what: 
         hint = (8192.0, 1.0, 512)  # The shapes decide anyway.
     fmap_base, fmap_decay, fmap_max = fit_fmaps(channels, hint, what)
 
-    n_dense = 0
-    while f"G_mapping/Dense{n_dense}/weight" in variables:
-        n_dense += 1
+    n_dense = count_indexed(variables, "G_mapping/Dense{}/weight")
     if n_dense == 0:
         raise ModelFormatError(f"{what}: missing variable G_mapping/Dense0/weight (no mapping network found)")
     latent_dim, fmaps = _require(variables, "G_mapping/Dense0/weight", what, 2)
