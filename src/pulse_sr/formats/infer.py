@@ -59,14 +59,29 @@ def build_generator(cfg, what: str):
 
     from ..networks.stylegan1 import StyleGAN1Generator
 
-    with torch.device("meta"):
-        shapes = StyleGAN1Generator(cfg)
-    n = sum(t.numel() for t in shapes.state_dict().values())
+    n = _parameter_bound(cfg)
+    if n > MAX_PARAMETERS:
+        # The bound is loose: count exactly on the meta device (no memory, but its first
+        # use imports sympy through torch._refs, about 1.5 s, so only when needed).
+        with torch.device("meta"):
+            shapes = StyleGAN1Generator(cfg)
+        n = sum(t.numel() for t in shapes.state_dict().values())
     if n > MAX_PARAMETERS:
         raise ModelFormatError(f"{what}: its config describes {n / 1e6:.0f} M parameters "
                                f"({n * 4 / 2 ** 30:.1f} GiB), over the {MAX_PARAMETERS / 1e6:.0f} M limit; "
                                f"refusing to build it")
     return StyleGAN1Generator(cfg)
+
+
+def _parameter_bound(cfg) -> int:
+    """An upper bound on the tensors a StyleGAN1 config allocates, from its numbers alone."""
+    width = max(cfg.latent_dim, cfg.mapping_fmaps, cfg.w_dim)
+    fmaps = max(1, min(cfg.fmap_max, cfg.fmap_base))
+    mapping = cfg.mapping_layers * (width * width + width)
+    # Per layer: a 4×4 (fused) or 3×3 conv, the style affine, noise strength, bias, a noise map.
+    layer = 16 * fmaps * fmaps + 2 * cfg.w_dim * fmaps + 4 * fmaps + cfg.resolution ** 2
+    to_rgb = cfg.resolution_log2 * (cfg.num_channels * fmaps + cfg.num_channels)
+    return mapping + cfg.num_ws * layer + to_rgb + 16 * fmaps
 
 
 def count_indexed(names, template: str) -> int:
