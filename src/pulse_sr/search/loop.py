@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -144,7 +144,7 @@ def _initial_state(G, opts: PulseOptions, seeds: List[int], bad: set, device
 
 
 def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[PulseOptions] = None, *,
-             samples: int = 1, seed: Optional[int] = None, device=None,
+             samples: int = 1, seed: Union[None, int, Sequence[int]] = None, device=None,
              progress: Optional[Progress] = None,
              callback: Optional[Callable[[int, torch.Tensor, torch.Tensor], None]] = None,
              **kwargs) -> PulseResult:
@@ -152,7 +152,9 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
 
     ``model`` is a :class:`pulse_sr.PulseModel` (see :func:`pulse_sr.load_model`).
     ``samples`` starts K searches per input in one batch; sample k uses seed
-    ``seed + k``. Keyword arguments override fields of :class:`PulseOptions`.
+    ``seed + k``. ``seed`` may also be one seed per input (then sample k of
+    input i uses ``seed[i] + k``). Keyword arguments override fields of
+    :class:`PulseOptions`.
     ``progress(step, steps, info)`` is called after every step and
     ``callback(step, best_images, best_downscaled)`` too, for saving
     intermediate results. The search runs on ``device``, or on the model's own
@@ -175,7 +177,10 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     batch = n_inputs * samples
     if seed is None:
         seed = secrets.randbelow(2 ** 31)
-    seeds = [seed + k for _ in range(n_inputs) for k in range(samples)]
+    per_input = [int(x) for x in seed] if isinstance(seed, (list, tuple)) else [int(seed)] * n_inputs
+    if len(per_input) != n_inputs:
+        raise ValueError(f"seed: got {len(per_input)} seeds for {n_inputs} inputs")
+    seeds = [s + k for s in per_input for k in range(samples)]
     lr_ref = lr.to(dev).repeat_interleave(samples, dim=0)
     warnings: List[str] = []
     bad = _zeroed_noise_layers(opts.bad_noise_layers, len(G.noise_resolutions), warnings)
