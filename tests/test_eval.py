@@ -86,7 +86,7 @@ def test_eval_resumes_and_redoes_stale_records(tmp_path):
     data = make_data(tmp_path / "hr")
     out = tmp_path / "out"
     opts = PulseOptions(steps=2)
-    settings = EvalSettings(scale=4, runs=1, n=2, batch_images=2, grid_images=0)
+    settings = EvalSettings(scale=4, runs=1, n=2, batch=2, grid_images=0)
     first = evaluate(data, G, out, opts, settings)
     assert first["images"] == 2
     first_l2 = {r["file"]: r["conditions"]["clean"]["runs"][0]["best_l2"]
@@ -94,7 +94,7 @@ def test_eval_resumes_and_redoes_stale_records(tmp_path):
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "per_image").glob("*.json")}
 
     logs = []
-    again = evaluate(data, G, out, opts, EvalSettings(scale=4, runs=1, n=3, batch_images=2, grid_images=0),
+    again = evaluate(data, G, out, opts, EvalSettings(scale=4, runs=1, n=3, batch=2, grid_images=0),
                      log=logs.append)
     assert again["images"] == 3
     assert "2 already done, 1 to run" in logs[0]

@@ -188,3 +188,14 @@ def test_search_runs_on_the_device_given_and_leaves_the_model_alone(tiny_G):
     after = tiny_G.generator.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert tiny_G.to("cpu") is tiny_G
+
+
+def test_one_seed_per_input_starts_each_input_as_it_starts_alone(tiny_G):
+    lr = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    both = upsample(lr, tiny_G, steps=1, samples=2, seed=[5, 9])
+    assert both.seeds == [5, 6, 9, 10]
+    alone = upsample(lr[1], tiny_G, steps=1, samples=2, seed=9)
+    # Step 0 is the start itself: the same latent gives the same first image.
+    assert torch.allclose(both.images[2:], alone.images, atol=1e-5)
+    with pytest.raises(ValueError, match="2 seeds for 1 inputs"):
+        upsample(lr[0], tiny_G, steps=1, seed=[1, 2])

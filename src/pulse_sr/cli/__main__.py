@@ -1,3 +1,4 @@
 from pulse_sr.cli import main
 
-main()
+if __name__ == "__main__":
+    main(prog_name="pulse")

@@ -174,3 +174,14 @@ def options_from_kwargs(cls, kwargs: dict, *, prefix: str = "", **overrides):
             values[f.name] = kwargs.pop(prefix + f.name)
     values.update(overrides)
     return cls(**values)
+
+
+def rank_log(ranks):
+    """``echo_err`` with ``[rank R/W]`` in front of every line when the run is sharded."""
+    prefix = ranks.prefix()
+    return (lambda line: echo_err(prefix + line)) if prefix else echo_err
+
+
+def sharded_exit_note(ranks, code: int) -> str:
+    """The tail of rank 0's summary line under torchrun, where every rank exits 0 unless it crashed."""
+    return f"; exit code {code} (in the report; ranks exit 0 under torchrun)" if ranks.sharded else ""

@@ -10,7 +10,7 @@ import click
 from ..pipelines.eval.settings import EvalSettings
 from ..search.options import PulseOptions
 from .common import EXIT_BAD_INPUT, dataclass_options, echo_err, load_model_or_exit, \
-    options_from_kwargs, validate_options
+    options_from_kwargs, rank_log, sharded_exit_note, validate_options
 
 
 @click.command("eval")
@@ -25,6 +25,7 @@ def eval_cmd(data_dir, out_dir, model, device, quiet, **kwargs):
     """Evaluate PULSE on the HR images in DATA_DIR (in the model's frame) and write
     OUT/results.json, OUT/report.md and OUT/figures/. Interrupted runs resume.
 
+    Runs under torchrun too (see the README's "Many GPUs / machines").
     Exit codes: 0 done, 2 bad usage or input (including images skipped as unreadable
     or of the wrong shape; the others are evaluated), 1 other errors. Searches that
     miss eps are results, not errors.
@@ -32,6 +33,7 @@ def eval_cmd(data_dir, out_dir, model, device, quiet, **kwargs):
     from ..errors import PulseError
     from ..ops.degrade import DegradationSpecError, parse_degradations
     from ..pipelines.eval import evaluate
+    from ..pipelines.shards import session
 
     settings = options_from_kwargs(EvalSettings, kwargs, prefix="eval_")
     opts = options_from_kwargs(PulseOptions, kwargs, prefix="search_")
@@ -42,14 +44,17 @@ def eval_cmd(data_dir, out_dir, model, device, quiet, **kwargs):
         raise click.BadParameter(str(exc), param_hint="--degrade")
     validate_options(opts, settings)
     pulse_model = load_model_or_exit(model)
-    try:
-        results = evaluate(data_dir, pulse_model, out_dir, opts, settings, device=device,
-                           log=None if quiet else echo_err)
-    except (PulseError, ValueError) as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_BAD_INPUT)
+    with session(device) as (ranks, dev):
+        try:
+            results = evaluate(data_dir, pulse_model, out_dir, opts, settings, device=dev,
+                               log=None if quiet else rank_log(ranks), ranks=ranks)
+        except (PulseError, ValueError) as exc:
+            echo_err(f"{ranks.prefix()}error: {exc}")
+            sys.exit(EXIT_BAD_INPUT)
+    if not ranks.main:
+        sys.exit(0)  # under torchrun only a crash is a rank's failure; rank 0 reports the run
     clean = results["conditions"]["clean"]["runs"]
     skipped = f"; {len(results['errors'])} image(s) skipped" if results["errors"] else ""
     echo_err(f"{clean['successes']}/{clean['n']} clean runs within eps={opts.eps} on {results['images']} images"
-             f"{skipped}; report: {out_dir / 'report.md'}")
-    sys.exit(results["exit_code"])
+             f"{skipped}; report: {out_dir / 'report.md'}" + sharded_exit_note(ranks, results["exit_code"]))
+    sys.exit(0 if ranks.sharded else results["exit_code"])

@@ -9,7 +9,7 @@ import click
 
 from ..search.options import PulseOptions
 from .common import EXIT_BAD_INPUT, StepBars, dataclass_options, echo_err, load_model_or_exit, \
-    options_from_kwargs, validate_options
+    options_from_kwargs, rank_log, sharded_exit_note, validate_options
 
 
 MAX_SAMPLES = 256  # One batch holds every sample of an input: more is a typo, not a plan.
@@ -44,6 +44,7 @@ def upsample(inputs, out_dir, model, mapping, gaussian_fit, samples, seed, save_
     1 other errors (including a full or read-only OUT). The faces are imaginary people.
     """
     from ..images import expand_inputs
+    from ..pipelines.shards import session
     from ..pipelines.upsample import upsample_files
 
     opts = options_from_kwargs(PulseOptions, search)
@@ -56,12 +57,17 @@ def upsample(inputs, out_dir, model, mapping, gaussian_fit, samples, seed, save_
         echo_err("no input images found")
         sys.exit(EXIT_BAD_INPUT)
     pulse_model = load_model_or_exit(model, mapping, gaussian_fit)
-    with StepBars(enabled=not quiet) as bars:
-        report = upsample_files(files, pulse_model, out_dir, opts, samples=samples, seed=seed, lr_size=lr_size,
-                                align=do_align, device=device, save_intermediate=save_intermediate,
-                                progress=bars, log=echo_err)
+    with session(device) as (ranks, dev):
+        log = rank_log(ranks)
+        with StepBars(enabled=not quiet and ranks.main) as bars:
+            report = upsample_files(files, pulse_model, out_dir, opts, samples=samples, seed=seed, lr_size=lr_size,
+                                    align=do_align, device=dev, save_intermediate=save_intermediate,
+                                    progress=bars, log=log, ranks=ranks)
+    if not ranks.main:
+        sys.exit(0)  # under torchrun only a crash is a rank's failure; rank 0 reports the run
     ok = sum(1 for r in report["results"] if r.get("success"))
     bad = len(report["errors"])
     total = len(report["results"])
-    echo_err(f"{ok}/{total} results within eps={opts.eps}; {bad} input(s) failed; report: {out_dir / 'report.json'}")
-    sys.exit(report["exit_code"])
+    echo_err(f"{ok}/{total} results within eps={opts.eps}; {bad} input(s) failed; report: {out_dir / 'report.json'}"
+             + sharded_exit_note(ranks, report["exit_code"]))
+    sys.exit(0 if ranks.sharded else report["exit_code"])

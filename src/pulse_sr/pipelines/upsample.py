@@ -38,6 +38,7 @@ from ..images import load_rgb, pil_to_tensor, save_image
 from ..ops.resample import check_lr_size
 from ..runtime import tune
 from ..search import PulseOptions, upsample
+from .shards import PartLog, Ranks, clear_parts, interrupted, read_parts, split
 
 IMAGINARY_NOTE = ("Outputs are imaginary faces generated to match the input; they do not recover "
                   "the real person and must not be used for identification.")
@@ -184,7 +185,7 @@ def write_report(report: dict, path: Path) -> None:
         with open(tmp, "w") as f:
             f.write("{\n")
             for key in ("format", "model", "resolution", "options", "samples", "lr_size", "align", "seed", "note",
-                        "exit_code", "run", "runs", *(["stopped"] if "stopped" in report else [])):
+                        "exit_code", "run", "runs", *[k for k in ("stopped", "interrupted") if k in report]):
                 f.write(f"  {dump(key)}: {dump(report[key])},\n")
             f.write('  "errors": [' + ",".join("\n    " + dump(e) for e in report["errors"]) + "],\n")
             f.write('  "results": [' + ",".join("\n    " + dump(r) for r in report["results"]) + "\n  ]\n}\n")
@@ -240,7 +241,7 @@ def _done_before(previous: dict, key: str, out_dir: Path) -> Optional[List[dict]
 def upsample_files(files: List[Path], model, out_dir: Path, opts: PulseOptions, samples: int = 1,
                    seed: Optional[int] = None, lr_size: Optional[int] = None, align: bool = False,
                    device=None, save_intermediate: bool = False, progress: Optional[FileProgress] = None,
-                   log: Callable[[str], None] = print) -> dict:
+                   log: Callable[[str], None] = print, ranks: Optional[Ranks] = None) -> dict:
     """Search every file with ``model`` (a :class:`pulse_sr.PulseModel`); write images and
     ``report.json`` as it goes; return the report as a dict.
 
@@ -248,79 +249,125 @@ def upsample_files(files: List[Path], model, out_dir: Path, opts: PulseOptions, 
     takes that run's seed (and so resumes it); otherwise one seed is drawn for
     the run and recorded. Raises :class:`OutputFolderError` for an unusable
     ``out_dir`` and InputSizeError for an ``lr_size`` the model cannot take.
+
+    With ``ranks`` from :func:`pulse_sr.pipelines.shards.session` under
+    ``torchrun``, each rank searches its share of the inputs (each input keeps
+    the seed and the batch it has in one process, so its results do not depend
+    on the number of ranks) and rank 0 merges the ranks' part files into the
+    ``report.json`` one process would write, and returns it; the other ranks
+    return only their own part.
     """
     out_dir = Path(out_dir)
+    ranks = ranks or Ranks()
     check_out_dir(out_dir, files)
     if lr_size is not None:
         try:
             check_lr_size(lr_size, lr_size, model.resolution)
         except InputSizeError as exc:
             raise InputSizeError(f"--lr-size {lr_size}: {exc}") from None
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputFolderError(f"cannot create {out_dir} ({exc.strerror or exc})") from None
+    if ranks.sharded:
+        return _run_sharded(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate,
+                            progress, log, ranks)
+    _make_out_dir(out_dir)
     with run_lock(out_dir):
         return _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate,
                     progress, log)
 
 
-def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate, progress, log):
+def _make_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"cannot create {out_dir} ({exc.strerror or exc})") from None
+
+
+def read_previous(out_dir: Path) -> dict:
+    """What earlier runs left in ``out_dir``: ``report.json`` with the results and run
+    settings recorded in part files (by ranks of a sharded run) folded in, newest last."""
     previous = read_report(out_dir)
-    if seed is None:
-        earlier = previous.get("runs", {}).get(previous.get("run", ""), {})
-        if earlier and {**earlier, "seed": None} == _settings(model, opts, samples, lr_size, align, None):
-            seed = int(earlier["seed"])
-            log(f"resuming the run in {out_dir / REPORT} with its seed {seed}")
-        else:
-            seed = secrets.randbelow(2 ** 31)
-    settings = _settings(model, opts, samples, lr_size, align, seed)
-    run_id = _digest(settings)
-    names = plan_names(files, samples, align)
+    parts = read_parts(out_dir)
+    if not parts:
+        return previous
+    runs, run = dict(previous.get("runs", {})), previous.get("run")
+    from_parts: Dict[str, List[dict]] = {}
+    for r in parts:
+        if r.get("event") == "run" and isinstance(r.get("settings"), dict):
+            runs[r["run"]], run = r["settings"], r["run"]
+        elif r.get("event") == "done" and isinstance(r.get("results"), list):
+            from_parts[r["unit"]] = r["results"]
+    results = [r for r in previous.get("results", []) if r.get("key") not in from_parts]
+    results += [e for entries in from_parts.values() for e in entries]
+    return {**previous, "runs": runs, "run": run, "results": results}
+
+
+def _choose_seed(previous: dict, seed, model, opts, samples, lr_size, align, out_dir, log) -> int:
+    if seed is not None:
+        return seed
+    earlier = previous.get("runs", {}).get(previous.get("run") or "", {})
+    if earlier and {**earlier, "seed": None} == _settings(model, opts, samples, lr_size, align, None):
+        log(f"resuming the run in {out_dir / REPORT} with its seed {earlier['seed']}")
+        return int(earlier["seed"])
+    return secrets.randbelow(2 ** 31)
+
+
+def _new_report(previous: dict, settings: dict, run_id: str, files: Sequence[Path]) -> dict:
     inputs = {str(f) for f in files}
     # Results of inputs this run does not touch stay, with the settings of the run that made them.
     kept = [r for r in previous.get("results", []) if r.get("input") not in inputs]
     runs = {k: v for k, v in previous.get("runs", {}).items()
             if isinstance(v, dict) and any(r.get("run") == k for r in kept)}
-    report = {"format": REPORT_FORMAT, **settings, "note": IMAGINARY_NOTE, "exit_code": None, "run": run_id,
-              "runs": {**runs, run_id: settings}, "results": kept, "errors": []}
+    return {"format": REPORT_FORMAT, **settings, "note": IMAGINARY_NOTE, "exit_code": None, "run": run_id,
+            "runs": {**runs, run_id: settings}, "results": kept, "errors": []}
+
+
+def _input_key(path: Path, run_id: str) -> Optional[str]:
+    try:
+        return _digest([run_id, sha256_file(path)[:16]]) if path.is_file() else None
+    except OSError:
+        return None
+
+
+def _report_interrupted(parts_before: List[dict], units: set, log) -> List[dict]:
+    """Log, and return for the report, the units of this run that a rank died on earlier."""
+    found = [r for r in interrupted(parts_before) if r.get("unit") in units]
+    for r in found:
+        log(f"{r.get('input')}: rank {r.get('rank')} of {r.get('world')} stopped while running it in an "
+            f"earlier run (pid {r.get('pid')}); running it again")
+    return [{"input": r.get("input"), "rank": r.get("rank"), "world": r.get("world")} for r in found]
+
+
+def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate, progress, log):
+    parts_before = read_parts(out_dir)
+    previous = read_previous(out_dir)
+    seed = _choose_seed(previous, seed, model, opts, samples, lr_size, align, out_dir, log)
+    settings = _settings(model, opts, samples, lr_size, align, seed)
+    run_id = _digest(settings)
+    names = plan_names(files, samples, align)
+    report = _new_report(previous, settings, run_id, files)
     report_path = out_dir / REPORT
+    keys = {path: _input_key(path, run_id) for path in files}
+    lost = _report_interrupted(parts_before, set(keys.values()), log)
+    if lost:
+        report["interrupted"] = lost
 
     dev = tune(device)
     model = model.to(dev)
     stopped = None
     mine: List[dict] = []
     for path in files:
-        notes: List[str] = []
-        try:
-            key = _digest([run_id, sha256_file(path)[:16]]) if path.is_file() else None
-        except OSError:
-            key = None
+        key = keys[path]
         done = _done_before(previous, key, out_dir) if key else None
         if done is not None:
             log(f"{path}: done in an earlier run with the same settings and seed; kept")
             mine += done
             report["results"] += done
             continue
-        try:
-            items = prepare_lr(path, names[path], model, lr_size, align, notes)
-        except PulseError as exc:  # unreadable, wrong size, no face, no template...
-            log(f"error: {exc}")
-            report["errors"].append({"input": str(path), "error": str(exc)})
-            continue
-        finally:
-            for line in notes:
-                log(line)
-        entries = []
-        try:
-            for stem, lr in items:
-                entries += _search_one(path, stem, lr, model, opts, samples, seed, key, run_id, out_dir,
-                                       save_intermediate, progress, log)
-        except OSError as exc:
-            log(f"error: {path}: cannot write the results to {out_dir} ({exc.strerror or exc})")
-            report["errors"].append({"input": str(path), "error": f"cannot write: {exc.strerror or exc}"})
-            if exc.errno in _FATAL_WRITE_ERRORS:
-                stopped = f"{out_dir} is not writable ({exc.strerror or exc}); stopped before the remaining inputs"
+        entries, error, fatal = _one_input(path, names[path], key, model, opts, samples, seed, lr_size, align,
+                                           run_id, out_dir, save_intermediate, progress, log)
+        if error is not None:
+            report["errors"].append(error)
+            if fatal:
+                stopped = fatal
                 break
             continue
         mine += entries
@@ -330,7 +377,123 @@ def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, sav
     if stopped:
         report["stopped"] = stopped
         log(f"error: {stopped}")
-    _save_report(report, report_path, mine, log)
+    if _save_report(report, report_path, mine, log) and parts_before:
+        clear_parts(out_dir)  # their results are in report.json now
+    return report
+
+
+def _one_input(path, name, key, model, opts, samples, seed, lr_size, align, run_id, out_dir, save_intermediate,
+               progress, log):
+    """Search one input file; returns (entries, error entry or None, why the batch must stop or None)."""
+    notes: List[str] = []
+    try:
+        items = prepare_lr(path, name, model, lr_size, align, notes)
+    except PulseError as exc:  # unreadable, wrong size, no face, no template...
+        log(f"error: {exc}")
+        return [], {"input": str(path), "error": str(exc)}, None
+    finally:
+        for line in notes:
+            log(line)
+    entries = []
+    try:
+        for stem, lr in items:
+            entries += _search_one(path, stem, lr, model, opts, samples, seed, key, run_id, out_dir,
+                                   save_intermediate, progress, log)
+    except OSError as exc:
+        log(f"error: {path}: cannot write the results to {out_dir} ({exc.strerror or exc})")
+        fatal = None
+        if exc.errno in _FATAL_WRITE_ERRORS:
+            fatal = f"{out_dir} is not writable ({exc.strerror or exc}); stopped before the remaining inputs"
+        return [], {"input": str(path), "error": f"cannot write: {exc.strerror or exc}"}, fatal
+    return entries, None, None
+
+
+def _run_sharded(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate, progress,
+                 log, ranks: Ranks):
+    """One rank's part of a sharded run (see :func:`upsample_files`)."""
+    with contextlib.ExitStack() as stack:
+        plan = None
+        if ranks.main:
+            try:
+                _make_out_dir(out_dir)
+                stack.enter_context(run_lock(out_dir))
+                parts_before = read_parts(out_dir)
+                previous = read_previous(out_dir)
+                seed = _choose_seed(previous, seed, model, opts, samples, lr_size, align, out_dir, log)
+                run_id = _digest(_settings(model, opts, samples, lr_size, align, seed))
+                keys = [_input_key(path, run_id) for path in files]
+                todo = [i for i, (path, key) in enumerate(zip(files, keys))
+                        if not (key and _done_before(previous, key, out_dir) is not None)]
+                lost = _report_interrupted(parts_before, {keys[i] for i in todo}, log)
+                log(f"{len(files)} inputs: {len(files) - len(todo)} done in an earlier run, {len(todo)} to run "
+                    f"on {ranks.world} ranks")
+                plan = {"seed": seed, "keys": keys, "todo": todo, "lost": lost}
+            except PulseError as exc:
+                plan = {"error": str(exc)}
+        plan = ranks.broadcast(plan)
+        if "error" in plan:
+            raise OutputFolderError(plan["error"])
+        seed, keys = plan["seed"], plan["keys"]
+        settings = _settings(model, opts, samples, lr_size, align, seed)
+        run_id = _digest(settings)
+        names = plan_names(files, samples, align)
+        dev = tune(device)
+        model = model.to(dev)
+        stopped = None
+        mine: List[dict] = []
+        errors: List[dict] = []
+        with PartLog(out_dir, ranks) as part:
+            if ranks.main:
+                part.write({"event": "run", "run": run_id, "settings": settings})
+            for i in split(plan["todo"], ranks):
+                path, key = files[i], keys[i]
+                unit = key or _digest([run_id, str(path)])
+                part.write({"event": "start", "unit": unit, "input": str(path), "rank": ranks.rank,
+                            "world": ranks.world, "pid": os.getpid()})
+                entries, error, fatal = _one_input(path, names[path], key, model, opts, samples, seed, lr_size,
+                                                   align, run_id, out_dir, save_intermediate, progress, log)
+                if error is not None:
+                    errors.append(error)
+                    part.write({"event": "error", "unit": unit, "input": str(path), "run": run_id, **error})
+                    if fatal:
+                        stopped = fatal
+                        log(f"error: {stopped}")
+                        break
+                    continue
+                mine += entries
+                part.write({"event": "done", "unit": unit, "input": str(path), "results": entries})
+        stopped_all = [s for s in ranks.gather(stopped) if s]
+        if not ranks.main:
+            return {"rank": ranks.rank, "world": ranks.world, "results": mine, "errors": errors,
+                    "exit_code": None}
+        return _merge(files, out_dir, keys, run_id, settings, plan["lost"], stopped_all, log)
+
+
+def _merge(files, out_dir, keys, run_id, settings, lost, stopped_all, log) -> dict:
+    """Rank 0: the report one process would have written, from report.json and every rank's part file."""
+    parts = read_parts(out_dir)
+    previous = read_previous(out_dir)
+    report = _new_report(previous, settings, run_id, files)
+    errors = {r["unit"]: {k: r[k] for k in ("input", "error")} for r in parts
+              if r.get("event") == "error" and r.get("run") == run_id}
+    mine: List[dict] = []
+    for path, key in zip(files, keys):
+        done = _done_before(previous, key, out_dir) if key else None
+        if done is not None:
+            mine += done
+            report["results"] += done
+        else:
+            error = errors.get(key or _digest([run_id, str(path)]))
+            if error is not None:
+                report["errors"].append(error)
+    if lost:
+        report["interrupted"] = lost
+    stopped = stopped_all[0] if stopped_all else None
+    report["exit_code"] = _exit_code(report, mine, stopped)
+    if stopped:
+        report["stopped"] = stopped
+    if _save_report(report, out_dir / REPORT, mine, log):
+        clear_parts(out_dir)
     return report
 
 
@@ -341,13 +504,15 @@ def _exit_code(report: dict, mine: List[dict], stopped: Optional[str] = None) ->
     return exit_code(bad_input=bool(report["errors"]), not_found=any(not r["success"] for r in mine))
 
 
-def _save_report(report: dict, path: Path, mine: List[dict], log) -> None:
+def _save_report(report: dict, path: Path, mine: List[dict], log) -> bool:
     if report["exit_code"] is None:  # in progress: what a reader sees if the run dies now
         report = {**report, "exit_code": _exit_code(report, mine)}
     try:
         write_report(report, path)
+        return True
     except OSError as exc:
         log(f"error: cannot write {path} ({exc.strerror or exc})")
+        return False
 
 
 def _search_one(path, stem, lr, model, opts, samples, seed, key, run_id, out_dir, save_intermediate, progress,

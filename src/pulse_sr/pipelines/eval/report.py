@@ -74,8 +74,8 @@ def write_report(results: dict, out_dir: Path) -> Path:
         lines.append(f"| {cname} | {_pct(c['runs'])} | {_pct(c['images_any_success'])} | "
                      f"{_fmt(c['best_l2']['mean'], '.2e')} | {_fmt(c['best_l2']['median'], '.2e')} | "
                      f"{_fmt(c['seconds_per_image'], '.2f')} |")
-    lines += ["", "Seconds per image: search time of a batch divided by its images (all runs of an image "
-              "run together).", ""]
+    lines += ["", "Seconds per image: search time of all its runs (each run a unit of its own; with "
+              "`--batch N`, a batch's time split over its units).", ""]
 
     nq = results["niqe"]
     lines += ["## NIQE (lower is better)", ""]

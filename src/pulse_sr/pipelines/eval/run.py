@@ -13,15 +13,21 @@ and measures:
   *degraded* input;
 - success rates per group (Table 3 and the model card) from labels.
 
-Each finished image is written to ``per_image/<file name>.json`` at once, so an
-interrupted run resumes where it stopped; a file written with other settings is
-recomputed. At the end ``results.json``, ``report.md`` and figure grids under
-``figures/`` are written from all per-image files.
+The work units are (image, condition, run): each is searched on its own (or
+``--batch`` units together) with the seed it always has, so results do not
+depend on how the units are split over ``torchrun`` processes. Each finished
+unit is appended to a part file under ``.pulse-parts/`` at once, so an
+interrupted run, at any number of processes, redoes only the missing units; a
+unit run with other settings is recomputed. At the end the units become
+``per_image/<file name>.json`` records, and ``results.json``, ``report.md`` and
+figure grids under ``figures/`` are written from all per-image records.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -36,6 +42,7 @@ from ...ops.resample import bicubic_downscale, check_lr_size, upscale_bicubic, u
 from ...runtime import tune
 from ...search import PulseOptions, upsample
 from ...search.losses import l2_per_sample
+from ..shards import PartLog, Ranks, clear_parts, interrupted, read_parts, split
 from .labels import load_labels
 from .report import write_figures, write_report, write_results
 from .settings import CLEAN, GRID_RUNS, EvalSettings, condition_seed, file_tag, signature
@@ -59,73 +66,110 @@ def _niqe_or_none(x: torch.Tensor, enabled: bool, color: str) -> Optional[float]
     return niqe(x, color=color) if enabled else None
 
 
-def _evaluate_batch(model, opts, s, degradations, names, hrs, resized, sig, out_dir, grid_names, log):
-    """Search and measure one batch of images under every condition; write their records."""
-    hr = torch.stack(hrs)
-    lr_clean = bicubic_downscale(hr, s.scale)
+def _image_part(hr, lr_clean, s, use_niqe, resized) -> dict:
+    """What a record says of the image itself: NIQE of HR and PSNR/SSIM/NIQE of the baselines."""
+    part = {"resized_from": resized, "hr": {"niqe": _niqe_or_none(hr, use_niqe, s.niqe_color)}}
+    lo = lr_clean[None]
+    for key, up in (("nearest", upscale_nearest(lo, s.scale)[0]), ("bicubic", upscale_bicubic(lo, s.scale)[0])):
+        part[key] = {"niqe": _niqe_or_none(up, use_niqe, s.niqe_color),
+                     "psnr": float(psnr(up, hr)), "ssim": float(ssim(up, hr))}
+    return part
+
+
+class _Images:
+    """HR images by name, loaded once per rank and kept while their units run; load errors too."""
+
+    def __init__(self, data_files: Dict[str, Path], s: EvalSettings, resolution: int, log):
+        self.files, self.s, self.r, self.log = data_files, s, resolution, log
+        self.cache: Dict[str, tuple] = {}
+
+    def get(self, name: str):
+        """(hr, clean LR, resized_from) or a PulseError."""
+        if name not in self.cache:
+            if len(self.cache) > 8:
+                self.cache.pop(next(iter(self.cache)))
+            notes: List[str] = []
+            try:
+                hr, resized = load_hr(self.files[name], self.r, notes)
+                self.cache[name] = (hr, bicubic_downscale(hr[None], self.s.scale)[0], resized)
+            except PulseError as exc:
+                self.cache[name] = exc
+                if self.log:
+                    self.log(f"error: {exc}")
+            for line in notes if self.log else ():
+                self.log(line)
+        return self.cache[name]
+
+
+def _unit_input(cond, name: str, s: EvalSettings, hr, lr_clean):
+    if cond is None:
+        return lr_clean
+    g = torch.Generator().manual_seed(condition_seed(s.seed, name, cond.name))
+    if cond.stage == "hr":
+        return bicubic_downscale(cond(hr[None], generator=g), s.scale)[0].clamp(0, 1)
+    return cond(lr_clean[None], generator=g)[0]
+
+
+def _search_units(model, opts, s, conds, units, images, sig, out_dir, grid_names) -> List[dict]:
+    """Search one batch of units (image, condition, run) together; return their ``done`` records."""
     use_niqe = sig["niqe"]
+    loaded = [(u, images.get(u[0])) for u in units]
+    loaded = [(u, im) for u, im in loaded if not isinstance(im, PulseError)]
+    if not loaded:
+        return []
+    lr_in = torch.stack([_unit_input(conds[c], n, s, im[0], im[1]) for (n, c, k), im in loaded])
+    res = upsample(lr_in, model, opts, samples=1, seed=[s.seed + k for (_, _, k), _ in loaded])
     records = []
-    nearest, bicubic = upscale_nearest(lr_clean, s.scale), upscale_bicubic(lr_clean, s.scale)
-    for i, name in enumerate(names):
-        rec = {"file": name, "signature": sig, "resized_from": resized[i],
-               "hr": {"niqe": _niqe_or_none(hr[i], use_niqe, s.niqe_color)}, "conditions": {}}
-        for key, up in (("nearest", nearest), ("bicubic", bicubic)):
-            rec[key] = {"niqe": _niqe_or_none(up[i], use_niqe, s.niqe_color),
-                        "psnr": float(psnr(up[i], hr[i])), "ssim": float(ssim(up[i], hr[i]))}
-        records.append(rec)
-
-    for cond in [None] + list(degradations):
-        cname = CLEAN if cond is None else cond.name
-        inputs = []
-        for i, name in enumerate(names):
-            g = torch.Generator().manual_seed(condition_seed(s.seed, name, cname))
-            if cond is None:
-                inputs.append(lr_clean[i])
-            elif cond.stage == "hr":
-                inputs.append(bicubic_downscale(cond(hr[i:i + 1], generator=g), s.scale)[0].clamp(0, 1))
-            else:
-                inputs.append(cond(lr_clean[i:i + 1], generator=g)[0])
-        lr_in = torch.stack(inputs)
-        res = upsample(lr_in, model, opts, samples=s.runs, seed=s.seed)
-        per_image_seconds = res.seconds / len(names)
-        for i, name in enumerate(names):
-            sl = slice(i * s.runs, (i + 1) * s.runs)
-            sr, ds = res.images[sl], res.downscaled[sl]
-            l2_clean = l2_per_sample(ds.double(), lr_clean[i:i + 1].double().expand_as(ds))
-            l2_input = l2_per_sample(ds.double(), lr_in[i:i + 1].double().expand_as(ds))
-            runs = []
-            for k in range(s.runs):
-                run = {"seed": res.seeds[i * s.runs + k], "success": bool(res.success[i * s.runs + k]),
-                       "best_l2": float(res.best_l2[i * s.runs + k]),
-                       "l2_clean": float(l2_clean[k]), "l2_input": float(l2_input[k])}
-                if cond is None:
-                    run["psnr"] = float(psnr(sr[k], hr[i]))
-                    run["ssim"] = float(ssim(sr[k], hr[i]))
-                    run["niqe"] = _niqe_or_none(sr[k], use_niqe, s.niqe_color)
-                runs.append(run)
-            entry = {"runs": runs, "seconds": per_image_seconds, "steps": res.steps_taken}
-            if cond is not None:
-                entry["l2_input_to_clean"] = float(l2_per_sample(lr_in[i:i + 1].double(),
-                                                                 lr_clean[i:i + 1].double())[0])
-            records[i]["conditions"][cname] = entry
-            if name in grid_names:
-                d = out_dir / "images" / name
-                save_image(upscale_nearest(lr_in[i:i + 1], s.scale)[0], d / f"{file_tag(cname)}_input.png")
-                for k in range(min(s.runs, GRID_RUNS)):
-                    save_image(sr[k], d / f"{file_tag(cname)}_run{k}.png")
-                if cond is None:
-                    save_image(hr[i], d / "hr.png")
-                    save_image(bicubic[i], d / "bicubic.png")
-        if log:
-            ok = int(res.success.sum())
-            log(f"  {cname}: {ok}/{res.success.numel()} runs within eps, {res.seconds:.1f} s")
-
-    for rec in records:
-        path = record_path(out_dir, rec["file"])
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(rec, indent=1))
-        os.replace(tmp, path)  # atomic: a crash never leaves a half-written record
+    for j, ((name, cname, k), (hr, lr_clean, resized)) in enumerate(loaded):
+        sr, ds = res.images[j], res.downscaled[j]
+        run = {"seed": res.seeds[j], "success": bool(res.success[j]), "best_l2": float(res.best_l2[j]),
+               "l2_clean": float(l2_per_sample(ds[None].double(), lr_clean[None].double())[0]),
+               "l2_input": float(l2_per_sample(ds[None].double(), lr_in[j:j + 1].double())[0]),
+               "steps": res.steps_taken}
+        data = {"run": run, "seconds": res.seconds / len(loaded)}
+        if cname == CLEAN:
+            run["psnr"], run["ssim"] = float(psnr(sr, hr)), float(ssim(sr, hr))
+            run["niqe"] = _niqe_or_none(sr, use_niqe, s.niqe_color)
+            if k == 0:
+                data["image"] = _image_part(hr, lr_clean, s, use_niqe, resized)
+        else:
+            data["l2_input_to_clean"] = float(l2_per_sample(lr_in[j:j + 1].double(), lr_clean[None].double())[0])
+        if name in grid_names:
+            d = out_dir / "images" / name
+            if k == 0:
+                save_image(upscale_nearest(lr_in[j:j + 1], s.scale)[0], d / f"{file_tag(cname)}_input.png")
+            if k < GRID_RUNS:
+                save_image(sr, d / f"{file_tag(cname)}_run{k}.png")
+            if cname == CLEAN and k == 0:
+                save_image(hr, d / "hr.png")
+                save_image(upscale_bicubic(lr_clean[None], s.scale)[0], d / "bicubic.png")
+        records.append({"event": "done", "unit": _unit_id(sig, name, cname, k), "file": name,
+                        "condition": cname, "k": k, "data": data})
     return records
+
+
+def _unit_id(sig: dict, name: str, cname: str, k: int) -> str:
+    return f"{_digest(sig)}|{name}|{cname}|{k}"
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _assemble(name: str, sig: dict, conditions: List[str], runs: int, done: Dict[str, dict]) -> Optional[dict]:
+    """The per-image record from its units' data, or None while any unit is missing."""
+    units = {(c, k): done.get(_unit_id(sig, name, c, k)) for c in conditions for k in range(runs)}
+    if any(u is None for u in units.values()) or "image" not in units[(CLEAN, 0)]:
+        return None
+    rec = {"file": name, "signature": sig, **units[(CLEAN, 0)]["image"], "conditions": {}}
+    for c in conditions:
+        mine = [units[(c, k)] for k in range(runs)]
+        entry = {"runs": [u["run"] for u in mine], "seconds": sum(u["seconds"] for u in mine),
+                 "steps": max(u["run"]["steps"] for u in mine)}
+        if c != CLEAN:
+            entry["l2_input_to_clean"] = mine[0]["l2_input_to_clean"]
+        rec["conditions"][c] = entry
+    return rec
 
 
 def record_path(out_dir: Path, name: str) -> Path:
@@ -134,18 +178,52 @@ def record_path(out_dir: Path, name: str) -> Path:
     return Path(out_dir) / "per_image" / f"{name}.json"
 
 
+def _read_record(out_dir: Path, name: str, sig: dict) -> Optional[dict]:
+    path = record_path(out_dir, name)
+    if path.is_file():
+        try:
+            rec = json.loads(path.read_text())
+            if rec.get("signature") == sig:
+                return rec
+        except (OSError, ValueError):
+            pass  # unreadable or stale: redo it
+    return None
+
+
+def _write_record(out_dir: Path, rec: dict) -> None:
+    path = record_path(out_dir, rec["file"])
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rec, indent=1))
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written record
+
+
+def _done_units(parts: List[dict], sig: dict) -> Dict[str, dict]:
+    prefix = _digest(sig) + "|"
+    return {r["unit"]: r["data"] for r in parts
+            if r.get("event") == "done" and str(r.get("unit", "")).startswith(prefix) and "data" in r}
+
+
 def evaluate(data_dir, model, out_dir, options: Optional[PulseOptions] = None,
              settings: Optional[EvalSettings] = None, *, device=None,
-             log: Optional[Callable[[str], None]] = None) -> dict:
+             log: Optional[Callable[[str], None]] = None, ranks: Optional[Ranks] = None) -> dict:
     """Run the evaluation and write ``results.json``, ``report.md`` and ``figures/``; return the results.
+
+    The work is split into units, one per (image, condition, run), each searched
+    with its own seed (``seed + run``) as its own batch (or ``settings.batch``
+    units at a time). Each finished unit is appended to a part file at once, so
+    an interrupted run resumes where it stopped. With ``ranks`` from
+    :func:`pulse_sr.pipelines.shards.session` under ``torchrun`` the units are
+    split over the ranks and rank 0 writes the results, which are those of one
+    process; the other ranks return ``{"rank": R, "world": W}``.
 
     Raises:
         InputSizeError: the scale does not fit the model's resolution.
-        InputImageError: ``data_dir`` holds no images.
+        InputImageError: ``data_dir`` holds no images, or ``out_dir`` cannot be used.
         ValueError: bad settings (e.g. an unknown degradation).
     """
     opts = options or PulseOptions()
     s = settings or EvalSettings()
+    ranks = ranks or Ranks()
     opts.validate()
     s.validate()
     degradations = parse_degradations(s.degrade)
@@ -155,72 +233,109 @@ def evaluate(data_dir, model, out_dir, options: Optional[PulseOptions] = None,
     if r % s.scale:
         raise InputSizeError(f"scale {s.scale} does not divide the model's {r}-px resolution")
     check_lr_size(r // s.scale, r // s.scale, r)
+    say = log if log and ranks.main else None
 
     notes: List[str] = []
     files = expand_inputs([data_dir], notes)
-    for line in notes if log else ():
-        log(line)
+    for line in notes if say else ():
+        say(line)
     if not files:
         raise InputImageError(f"{data_dir}: no images (PNG/JPEG/WebP/BMP) found")
     files = sorted(files, key=lambda p: p.name)
     if s.n:
         files = files[:s.n]
     out_dir = Path(out_dir)
+    sig = signature(model, opts, s, degradations)
+    conditions = [CLEAN] + [d.name for d in degradations]
+    conds = {CLEAN: None, **{d.name: d for d in degradations}}
+    units = [(p.name, c, k) for p in files for c in conditions for k in range(s.runs)]
+    batches = [units[i:i + s.batch] for i in range(0, len(units), s.batch)]
+
+    plan = None
+    if ranks.main:
+        try:
+            plan = _plan(out_dir, files, sig, batches, ranks, say)
+        except PulseError as exc:
+            plan = {"error": str(exc)}
+    plan = ranks.broadcast(plan)
+    if "error" in plan:
+        raise InputImageError(plan["error"])
+
+    grid_names = {p.name for p in files[:s.grid_images]}
+    images = _Images({p.name: p for p in files}, s, r, log)
+    mine = split(plan["todo"], ranks)
+    with PartLog(out_dir, ranks) as part:
+        for n, b in enumerate(mine):
+            batch = batches[b]
+            part.write(*({"event": "start", "unit": _unit_id(sig, *u), "input": u[0], "rank": ranks.rank,
+                          "world": ranks.world, "pid": os.getpid()} for u in batch))
+            done = _search_units(model, opts, s, conds, batch, images, sig, out_dir, grid_names)
+            failed = sorted({u[0] for u in batch if isinstance(images.get(u[0]), PulseError)})
+            part.write(*done, *({"event": "error", "unit": _unit_id(sig, *u), "file": u[0], "token": plan["token"],
+                                 "error": str(images.get(u[0]))} for u in batch if u[0] in failed))
+            if log and done:
+                ok = sum(d["data"]["run"]["success"] for d in done)
+                what = ", ".join(f"{u[0]} {u[1]} run {u[2]}" for u in batch if u[0] not in failed)
+                log(f"[{n + 1}/{len(mine)}] {what}: {ok}/{len(done)} within eps, "
+                    f"{sum(d['data']['seconds'] for d in done):.1f} s")
+    ranks.gather(None)  # every rank has written its part
+    if not ranks.main:
+        return {"rank": ranks.rank, "world": ranks.world}
+    return _merge(out_dir, files, sig, conditions, s, plan, degradations, dev)
+
+
+def _plan(out_dir: Path, files: List[Path], sig: dict, batches: List[list], ranks: Ranks, say) -> dict:
+    """Rank 0: make the folder, find what earlier runs did, and list the batches to run."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputImageError(f"--out {out_dir} is a file, not a folder; choose a folder for the results")
     try:
         (out_dir / "per_image").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputImageError(f"cannot create {out_dir} ({exc.strerror or exc})") from None
-    sig = signature(model, opts, s, degradations)
-    grid_names = {p.name for p in files[:s.grid_images]}
+    parts = read_parts(out_dir)
+    done = _done_units(parts, sig)
+    recorded = {p.name for p in files if _read_record(out_dir, p.name, sig) is not None}
+    todo = [i for i, b in enumerate(batches)
+            if any(u[0] not in recorded and _unit_id(sig, *u) not in done for u in b)]
+    pending = {_unit_id(sig, *u) for i in todo for u in batches[i]}
+    lost = [rec for rec in interrupted(parts) if rec.get("unit") in pending]
+    n_units = sum(len(b) for b in batches)
+    n_todo = sum(len(batches[i]) for i in todo)
+    if say:
+        for rec in lost:
+            name, cname, k = rec["unit"].split("|")[1:]
+            say(f"{name} {cname} run {k}: rank {rec.get('rank')} of {rec.get('world')} stopped while running it "
+                f"in an earlier run (pid {rec.get('pid')}); running it again")
+        say(f"{len(files)} images, {n_units} units (image × condition × run): {n_units - n_todo} already done, "
+            f"{n_todo} to run" + (f" on {ranks.world} ranks" if ranks.sharded else ""))
+    return {"todo": todo, "token": secrets.token_hex(8)}
 
+
+def _merge(out_dir: Path, files: List[Path], sig: dict, conditions: List[str], s: EvalSettings, plan: dict,
+           degradations, dev) -> dict:
+    """Rank 0: per-image records from every part file, then results.json, report.md and figures."""
+    parts = read_parts(out_dir)
+    done = _done_units(parts, sig)
     records: Dict[str, dict] = {}
-    errors: List[dict] = []
-    todo: List[Path] = []
     for p in files:
-        path = record_path(out_dir, p.name)
-        if path.is_file():
-            try:
-                rec = json.loads(path.read_text())
-                if rec.get("signature") == sig:
-                    records[p.name] = rec
-                    continue
-            except (OSError, ValueError):
-                pass  # unreadable or stale: redo it
-        todo.append(p)
-    if log:
-        log(f"{len(files)} images: {len(records)} already done, {len(todo)} to run")
-
-    batch: List[tuple] = []
-
-    def flush():
-        if not batch:
-            return
-        names = [b[0] for b in batch]
-        if log:
-            log(f"[{len(records) + len(batch)}/{len(files)}] {', '.join(names)}")
-        for rec in _evaluate_batch(model, opts, s, degradations, names, [b[1] for b in batch],
-                                   [b[2] for b in batch], sig, out_dir, grid_names, log):
-            records[rec["file"]] = rec
-        batch.clear()
-
-    for p in todo:
-        notes.clear()
-        try:
-            hr, resized = load_hr(p, r, notes)
-        except PulseError as exc:
-            errors.append({"file": p.name, "error": str(exc)})
-            if log:
-                log(f"error: {exc}")
-            continue
-        finally:
-            for line in notes if log else ():
-                log(line)
-        batch.append((p.name, hr, resized))
-        if len(batch) >= s.batch_images:
-            flush()
-    flush()
+        rec = _assemble(p.name, sig, conditions, s.runs, done)
+        if rec is not None:
+            _write_record(out_dir, rec)
+        else:
+            rec = _read_record(out_dir, p.name, sig)
+        if rec is not None:
+            records[p.name] = rec
+    failed: Dict[str, str] = {}
+    for rec in parts:
+        if rec.get("event") == "error" and rec.get("token") == plan["token"]:
+            failed.setdefault(rec["file"], rec["error"])
+    errors = [{"file": p.name, "error": failed[p.name]} for p in files if p.name in failed and p.name not in records]
+    # Units of images outside this run (a smaller --n) stay for a later run; the rest are in per_image/ now.
+    names = {p.name for p in files}
+    prefix = _digest(sig) + "|"
+    carried = [rec for rec in parts if rec.get("event") == "done" and str(rec.get("unit", "")).startswith(prefix)
+               and rec.get("file") not in names]
+    clear_parts(out_dir, keep=carried)
 
     ordered = [records[p.name] for p in files if p.name in records]
     labels = load_labels(s.labels, [rec["file"] for rec in ordered])

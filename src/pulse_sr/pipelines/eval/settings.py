@@ -11,14 +11,15 @@ from ...ops.degrade import Degradation, parse_degradations
 from ...search import PulseOptions
 from ...search.options import option
 
-EVAL_FORMAT = 2          # bump when per-image records change meaning (2: keyed by file name)
+EVAL_FORMAT = 3          # bump when per-image records change meaning (2: keyed by file name;
+                         # 3: each (image, condition, run) searched as its own unit)
 CLEAN = "clean"          # the condition without degradation
 GRID_RUNS = 3            # PULSE columns in a figure grid
 
 
 @dataclasses.dataclass
 class EvalSettings:
-    """What an evaluation runs; everything but ``batch_images`` and ``grid_images`` is in the results."""
+    """What an evaluation runs; everything but ``grid_images`` is in the results."""
 
     scale: int = option(8, "Downscale factor HR -> LR.", min=1)
     runs: int = option(5, "PULSE runs (seeds) per image.", min=1)
@@ -27,7 +28,10 @@ class EvalSettings:
     degrade: str = option("", "Also run on degraded inputs, e.g. gaussian:25,gaussian:50,motion:100,saltpepper:0.05 "
                             "(the paper's Sec. 5).")
     seed: int = option(0, "Seed of run 0 (run k uses seed+k); also seeds the degradations.")
-    batch_images: int = option(4, "Images searched together (each with all its runs).", min=1, cli="--batch")
+    batch: int = option(1, "Units (image, condition, run) searched together in one batch. More is faster on a "
+                           "CPU or a GPU that one small search leaves idle, but changes the numbers (float "
+                           "rounding, early stop), so it is part of what a resumed run must match. Results "
+                           "never depend on the number of torchrun processes.", min=1)
     grid_images: int = option(8, "Images shown in the figure grids.", min=0, cli="--grid")
     niqe: bool = option(True, "Compute NIQE (needs a resolution of at least 96 px; the slowest metric at 1024 px).")
     niqe_color: str = option("gray", "NIQE's RGB to one plane: MATLAB's rgb2gray (as MATLAB's niqe) or YCbCr's Y.",
@@ -40,8 +44,8 @@ class EvalSettings:
             raise ValueError(f"runs must be at least 1, got {self.runs}")
         if self.n is not None and self.n < 0:
             raise ValueError(f"n must be at least 0 (0 = all), got {self.n}")
-        if self.batch_images < 1:
-            raise ValueError(f"batch_images must be at least 1, got {self.batch_images}")
+        if self.batch < 1:
+            raise ValueError(f"batch must be at least 1, got {self.batch}")
         if self.niqe_color not in ("gray", "y"):
             raise ValueError(f"niqe_color must be 'gray' or 'y', got {self.niqe_color!r}")
         parse_degradations(self.degrade)
@@ -50,7 +54,7 @@ class EvalSettings:
 def signature(model, opts: PulseOptions, s: EvalSettings, degradations: Sequence[Degradation]) -> dict:
     """Everything a per-image record depends on; a record with another signature is redone."""
     return {"format": EVAL_FORMAT, "model": model.source, "resolution": model.resolution,
-            "scale": s.scale, "runs": s.runs, "seed": s.seed,
+            "scale": s.scale, "runs": s.runs, "seed": s.seed, "batch": s.batch,
             "degradations": [d.name for d in degradations],
             "niqe": s.niqe and model.resolution >= BLOCK_SIZE, "niqe_color": s.niqe_color,
             "options": opts.to_dict()}
