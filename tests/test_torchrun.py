@@ -161,7 +161,9 @@ def test_eval_on_two_ranks_equals_one_process(tmp_path, model_file):
         save_image(torch.rand(3, 16, 16, generator=g), data / f"{20 + i}_{i % 2}_{i}_2017.png")
     save_image(torch.rand(3, 16, 20, generator=g), data / "wide.png")
     args = ["eval", data, "--model", model_file, "--scale", "4", "--runs", "2", "--steps", "8", "--grid", "2",
-            "--degrade", "gaussian:25", "--labels", "utkface", "--quiet"]
+            "--degrade", "gaussian:25", "--labels", "utkface", "--quiet", "--batch", "3"]
+    # 16 units in batches of 3 (the last of 1), split 3 + 3 over the ranks; the bad image's units
+    # drop out of their batches in both runs alike.
     one = pulse(args + ["--out", tmp_path / "one"])
     two = pulse(args + ["--out", tmp_path / "two"], world=2)
     assert one.returncode == 2 and two.returncode == 0, two.stderr
@@ -253,3 +255,18 @@ def test_eval_resumes_after_a_rank_is_killed(tmp_path, model_file):
     for ra, rb in zip(a["per_image"], b["per_image"], strict=True):
         assert [x["best_l2"] for x in ra["conditions"]["clean"]["runs"]] == \
             pytest.approx([x["best_l2"] for x in rb["conditions"]["clean"]["runs"]], abs=1e-5)
+
+
+def test_torchrun_takes_every_option_of_upsample_and_eval_but_n():
+    # torchrun's parser reads an option of ours that abbreviates one of its own (as --n does
+    # --nnodes/--nproc-per-node) before the module's arguments; eval's --n has --images for it.
+    from torch.distributed.run import get_args_parser
+
+    from pulse_sr.cli.eval import eval_cmd
+    from pulse_sr.cli.upsample import upsample
+
+    theirs = {o for a in get_args_parser()._actions for o in a.option_strings if o.startswith("--")}
+    ours = {o for cmd in (upsample, eval_cmd) for p in cmd.params for o in p.opts + p.secondary_opts}
+    clashes = {o for o in ours if any(t.startswith(o) for t in theirs)}
+    assert clashes == {"--n"}
+    assert "--images" in next(p for p in eval_cmd.params if p.name == "eval_n").opts

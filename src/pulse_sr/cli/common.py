@@ -128,7 +128,8 @@ def dataclass_options(cls, *, exclude: Iterable[str] = (), rename: Optional[Dict
     """A decorator adding one click option per field of dataclass ``cls``.
 
     Field metadata supplies the help text (``help``), a choice list (``choices``),
-    a minimum (``min``) and the flag name (``cli``). The parameter name is
+    a minimum (``min``), the flag name (``cli``) and other names for it
+    (``aliases``). The parameter name is
     ``prefix + field name``; :func:`options_from_kwargs` collects them back.
     Booleans become ``--x/--no-x``; integer tuples are written ``16.17``.
     """
@@ -161,7 +162,7 @@ def dataclass_options(cls, *, exclude: Iterable[str] = (), rename: Optional[Dict
                 kw["type"] = str
             else:
                 kw["type"] = str
-            fn = click.option(flag, dest, **kw)(fn)
+            fn = click.option(flag, *f.metadata.get("aliases", ()), dest, **kw)(fn)
         return fn
     return decorate
 

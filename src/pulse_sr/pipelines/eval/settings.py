@@ -23,7 +23,9 @@ class EvalSettings:
 
     scale: int = option(8, "Downscale factor HR -> LR.", min=1)
     runs: int = option(5, "PULSE runs (seeds) per image.", min=1)
-    n: Optional[int] = option(200, "Use the first N images by name; 0 = all.", min=0, cli="--n")
+    n: Optional[int] = option(200, "Use the first N images by name; 0 = all. (Under torchrun write --images: "
+                                 "torchrun reads --n as an abbreviation of its own options.)", min=0, cli="--n",
+                                 aliases=("--images",))
     labels: Optional[str] = option(None, "'utkface' (age_gender_race_* names) or a CSV of file,group[,...].")
     degrade: str = option("", "Also run on degraded inputs, e.g. gaussian:25,gaussian:50,motion:100,saltpepper:0.05 "
                             "(the paper's Sec. 5).")
