@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "align": ("pulse_sr.cli.align", "align"),
     "eval": ("pulse_sr.cli.eval", "eval_cmd"),
     "quality": ("pulse_sr.cli.quality", "quality"),
+    "serve": ("pulse_sr.cli.serve", "serve"),
 }
 
 

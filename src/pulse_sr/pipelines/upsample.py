@@ -229,7 +229,7 @@ def _done_before(previous: dict, key: str, out_dir: Path) -> Optional[List[dict]
     """The earlier results of the input with ``key``, if they are all there and their files exist."""
     entries = [r for r in previous.get("results", []) if r.get("key") == key]
     if entries and all((out_dir / r["output"]).is_file() and (out_dir / r["downscaled"]).is_file()
-                       for r in entries):
+                       and not r.get("stopped") for r in entries):
         return entries
     return None
 
@@ -241,7 +241,8 @@ def _done_before(previous: dict, key: str, out_dir: Path) -> Optional[List[dict]
 def upsample_files(files: List[Path], model, out_dir: Path, opts: PulseOptions, samples: int = 1,
                    seed: Optional[int] = None, lr_size: Optional[int] = None, align: bool = False,
                    device=None, save_intermediate: bool = False, progress: Optional[FileProgress] = None,
-                   log: Callable[[str], None] = print, ranks: Optional[Ranks] = None) -> dict:
+                   log: Callable[[str], None] = print, ranks: Optional[Ranks] = None,
+                   stop: Optional[Callable[[], bool]] = None) -> dict:
     """Search every file with ``model`` (a :class:`pulse_sr.PulseModel`); write images and
     ``report.json`` as it goes; return the report as a dict.
 
@@ -249,6 +250,10 @@ def upsample_files(files: List[Path], model, out_dir: Path, opts: PulseOptions, 
     takes that run's seed (and so resumes it); otherwise one seed is drawn for
     the run and recorded. Raises :class:`OutputFolderError` for an unusable
     ``out_dir`` and InputSizeError for an ``lr_size`` the model cannot take.
+
+    ``stop()`` is asked after every search step: when it says True, the search in
+    progress ends with its best so far (written as usual) and no further input
+    starts; the report says ``stopped``.
 
     With ``ranks`` from :func:`pulse_sr.pipelines.shards.session` under
     ``torchrun``, each rank searches its share of the inputs (each input keeps
@@ -271,7 +276,7 @@ def upsample_files(files: List[Path], model, out_dir: Path, opts: PulseOptions, 
     _make_out_dir(out_dir)
     with run_lock(out_dir):
         return _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate,
-                    progress, log)
+                    progress, log, stop)
 
 
 def _make_out_dir(out_dir: Path) -> None:
@@ -336,7 +341,8 @@ def _report_interrupted(parts_before: List[dict], units: set, log) -> List[dict]
     return [{"input": r.get("input"), "rank": r.get("rank"), "world": r.get("world")} for r in found]
 
 
-def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate, progress, log):
+def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate, progress, log,
+         stop=None):
     parts_before = read_parts(out_dir)
     previous = read_previous(out_dir)
     seed = _choose_seed(previous, seed, model, opts, samples, lr_size, align, out_dir, log)
@@ -363,7 +369,7 @@ def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, sav
             report["results"] += done
             continue
         entries, error, fatal = _one_input(path, names[path], key, model, opts, samples, seed, lr_size, align,
-                                           run_id, out_dir, save_intermediate, progress, log)
+                                           run_id, out_dir, save_intermediate, progress, log, stop)
         if error is not None:
             report["errors"].append(error)
             if fatal:
@@ -373,17 +379,22 @@ def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, sav
         mine += entries
         report["results"] += entries
         _save_report(report, report_path, mine, log)
+        if stop is not None and stop():
+            report["stopped"] = "stopped on request; the search in progress kept its best so far"
+            break
     report["exit_code"] = _exit_code(report, mine, stopped)
     if stopped:
         report["stopped"] = stopped
         log(f"error: {stopped}")
+    elif "stopped" in report:
+        log(report["stopped"])
     if _save_report(report, report_path, mine, log) and parts_before:
         clear_parts(out_dir)  # their results are in report.json now
     return report
 
 
 def _one_input(path, name, key, model, opts, samples, seed, lr_size, align, run_id, out_dir, save_intermediate,
-               progress, log):
+               progress, log, stop=None):
     """Search one input file; returns (entries, error entry or None, why the batch must stop or None)."""
     notes: List[str] = []
     try:
@@ -398,7 +409,9 @@ def _one_input(path, name, key, model, opts, samples, seed, lr_size, align, run_
     try:
         for stem, lr in items:
             entries += _search_one(path, stem, lr, model, opts, samples, seed, key, run_id, out_dir,
-                                   save_intermediate, progress, log)
+                                   save_intermediate, progress, log, stop)
+            if stop is not None and stop():
+                break
     except OSError as exc:
         log(f"error: {path}: cannot write the results to {out_dir} ({exc.strerror or exc})")
         fatal = None
@@ -516,10 +529,11 @@ def _save_report(report: dict, path: Path, mine: List[dict], log) -> bool:
 
 
 def _search_one(path, stem, lr, model, opts, samples, seed, key, run_id, out_dir, save_intermediate, progress,
-                log) -> List[dict]:
+                log, stop=None) -> List[dict]:
     callback = partial(_save_intermediate, out_dir, stem, samples) if save_intermediate else None
     step_progress = partial(progress, stem) if progress is not None else None
-    res = upsample(lr, model, opts, samples=samples, seed=seed, progress=step_progress, callback=callback)
+    res = upsample(lr, model, opts, samples=samples, seed=seed, progress=step_progress, callback=callback, stop=stop)
+    stopped = stop is not None and res.steps_taken < opts.steps and stop()
     for w in res.warnings:
         log(f"warning: {w}")
     entries = []
@@ -530,6 +544,8 @@ def _search_one(path, stem, lr, model, opts, samples, seed, key, run_id, out_dir
                  "success": bool(res.success[k]), "best_l2": float(res.best_l2[k]),
                  "eps": res.eps, "best_step": int(res.best_step[k]), "steps": res.steps_taken,
                  "seconds": round(res.seconds / samples, 3), "seed": res.seeds[k], "run": run_id, "key": key}
+        if stopped:
+            entry["stopped"] = True  # cut short on request: a rerun does it again
         entries.append(entry)
         if not entry["success"]:
             log(f"{stem}{tag}: no image found within eps={res.eps} (best L2 {entry['best_l2']:.2e}); "

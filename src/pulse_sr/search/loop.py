@@ -147,7 +147,7 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
              samples: int = 1, seed: Union[None, int, Sequence[int]] = None, device=None,
              progress: Optional[Progress] = None,
              callback: Optional[Callable[[int, torch.Tensor, torch.Tensor], None]] = None,
-             **kwargs) -> PulseResult:
+             stop: Optional[Callable[[], bool]] = None, **kwargs) -> PulseResult:
     """Run PULSE on ``lr_image``, a (3, h, w) or (N, 3, h, w) tensor in [0, 1].
 
     ``model`` is a :class:`pulse_sr.PulseModel` (see :func:`pulse_sr.load_model`).
@@ -157,7 +157,9 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     :class:`PulseOptions`.
     ``progress(step, steps, info)`` is called after every step and
     ``callback(step, best_images, best_downscaled)`` too, for saving
-    intermediate results. The search runs on ``device``, or on the model's own
+    intermediate results. ``stop()``, if given, is asked after every step; when
+    it says True the search ends there and returns its best so far (a user's
+    Stop button). The search runs on ``device``, or on the model's own
     device; the model itself is never moved (a copy is made for another device).
     (``lr`` in the keyword arguments is the learning rate, as in PulseOptions.)
     """
@@ -214,6 +216,8 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
                                                "best_l2": float(best.l2.max()),
                                                "done": int(best.ok.sum()), "batch": batch})
         if opts.early_stop and bool(ok.all()):
+            break
+        if stop is not None and stop():
             break
         grads = torch.autograd.grad(loss.sum(), params)
         for p, g in zip(params, grads):

@@ -1,0 +1,1 @@
+"""`pulse serve`: a local web page for PULSE (Gradio), offline."""

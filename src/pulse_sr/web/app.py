@@ -1,0 +1,462 @@
+"""``pulse serve``: the whole tool in a browser tab, on this machine, offline.
+
+A Gradio page (what face-restoration demos use) around the same pipeline as
+``pulse upsample``: upload a LR crop or a photo (or take an example), pick the
+model and options, watch the search, and get the K faces with their downscale
+beside the input, a residual map and a within-ε badge each, plus a zip of the
+PNGs and ``report.json``.
+
+What the page never does: fetch anything from a host other than this server
+(system fonts instead of Google Fonts, Gradio's analytics off, no share link),
+or write outside the server's temporary folder, which is removed at exit.
+One search runs at a time per server (one device); other requests queue and
+Gradio shows each its place in the queue.
+"""
+
+
+import base64
+import dataclasses
+import html
+import io
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+import zipfile
+from collections import deque
+from pathlib import Path
+from typing import Dict, List, Optional
+
+NOTICE = ("**These are imaginary people.** Every face below is invented by a generative model so that it "
+          "downscales to your input. It is not the person in the input, it is not a recovery of them, and it "
+          "must not be used to identify anyone.")
+EXAMPLES = ("sampled face (8×8)", "aligned astronaut photo")
+KEEP_RUNS = 20  # finished runs whose files stay on disk (their zips are what "Download all" serves)
+
+
+@dataclasses.dataclass
+class ServeSettings:
+    """How ``pulse serve`` runs; the limits apply to every upload."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    model: str = "default"
+    device: Optional[str] = None
+    max_bytes: int = 20 * 2 ** 20
+    max_pixels: int = 16_000_000
+    max_samples: int = 8
+    max_steps: int = 1000
+
+
+class UploadError(Exception):
+    """An upload the page refuses, with the message it shows."""
+
+
+def _png_data_uri(x) -> str:
+    """A (3, h, w) tensor in [0, 1] as an inline PNG (the page fetches nothing for it)."""
+    from PIL import Image
+
+    arr = (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def residual_map(downscaled, lr, gain: float = 8.0):
+    """|DS(x) − y| averaged over channels, amplified by ``gain`` and shown as a heat map (3, h, w)."""
+    import torch
+
+    r = ((downscaled - lr).abs().mean(0) * gain).clamp(0, 1)
+    return torch.stack([r.clamp(0, 0.5) * 2, (r * 2 - 0.5).clamp(0, 1), (r * 2 - 1).clamp(0, 1)])
+
+
+def _upscale_nearest(x, size: int):
+    import torch.nn.functional as F
+
+    return F.interpolate(x[None], size=(size, size), mode="nearest")[0]
+
+
+class Runner:
+    """Models, examples and searches for the page; one search at a time."""
+
+    def __init__(self, settings: ServeSettings, workdir: Path):
+        self.settings = settings
+        self.workdir = Path(workdir)
+        self.models: Dict[str, object] = {}
+        self.lock = threading.Lock()
+        self.flags: Dict[str, Dict[str, threading.Event]] = {}
+        self.finished: deque = deque()
+
+    # -- models ---------------------------------------------------------------
+
+    def model_choices(self) -> List[str]:
+        """The bundled model and every registry model already downloaded (or the --model path)."""
+        from ..hub import registry
+
+        names = [n for n in registry.known_names()
+                 if registry.model_status(registry.get_entry(n)) in ("bundled", "downloaded")]
+        if self.settings.model not in names:
+            names.insert(0, self.settings.model)
+        return names
+
+    def missing_models(self) -> List[str]:
+        from ..hub import registry
+
+        return [n for n in registry.known_names()
+                if registry.model_status(registry.get_entry(n)) in ("not downloaded", "partial")]
+
+    def model(self, name: str):
+        from ..errors import PulseError
+        from ..model import load_model
+        from ..runtime import tune
+
+        if name not in self.models:
+            try:
+                self.models[name] = load_model(name, device=tune(self.settings.device))
+            except PulseError as exc:
+                raise UploadError(f"cannot load model {name}: {exc}. Download it first with "
+                                  f"`pulse models download {name}`.") from None
+        return self.models[name]
+
+    # -- inputs ---------------------------------------------------------------
+
+    def example(self, which: str, model) -> Path:
+        """The file of a built-in example for ``model`` (made once, in the server's folder)."""
+        from ..images import save_image
+        from ..ops.resample import bicubic_downscale
+
+        path = self.workdir / "examples" / f"{model.source.replace('/', '_')}_{EXAMPLES.index(which)}.png"
+        if path.is_file():
+            return path
+        if which == EXAMPLES[0]:
+            import torch
+
+            G = model.generator
+            z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(0)).to(model.device)
+            with torch.no_grad():
+                hr = ((G.sample(z, truncation_psi=0.7, noise_mode="const") + 1) / 2).clamp(0, 1).cpu()
+            lr = bicubic_downscale(hr, max(1, G.resolution // 8))[0]
+        else:
+            from ..align import demo_photo
+
+            try:
+                lr, _ = demo_photo(model, min(32, model.resolution // 4))
+            except Exception as exc:  # noqa: BLE001 - no detector installed, no face: say so on the page
+                raise UploadError(f"the photo example is unavailable here: {exc}") from None
+        return save_image(lr.clamp(0, 1), path)
+
+    def check_upload(self, path: Optional[str]) -> Path:
+        """The uploaded file, if it is within the byte and pixel limits and decodes as an image."""
+        from PIL import Image, UnidentifiedImageError
+
+        if not path:
+            raise UploadError("Upload an image, or choose an example.")
+        p = Path(path)
+        size = p.stat().st_size
+        if size > self.settings.max_bytes:
+            raise UploadError(f"The file is {size / 2 ** 20:.1f} MB; this server takes at most "
+                              f"{self.settings.max_bytes / 2 ** 20:.0f} MB.")
+        try:
+            with Image.open(p) as img:
+                w, h = img.size
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise UploadError(f"{p.name} is not an image this server can read (PNG, JPEG, WebP or BMP).") \
+                from None
+        if w * h > self.settings.max_pixels:
+            raise UploadError(f"The image is {w}×{h} = {w * h / 1e6:.1f} MP; this server takes at most "
+                              f"{self.settings.max_pixels / 1e6:.0f} MP. Shrink or crop it first.")
+        return p
+
+    # -- stop / cancel --------------------------------------------------------
+
+    def _flags(self, session: str) -> Dict[str, threading.Event]:
+        return self.flags.setdefault(session, {"stop": threading.Event(), "cancel": threading.Event()})
+
+    def stop(self, session: str) -> None:
+        self._flags(session)["stop"].set()
+
+    def cancel(self, session: str) -> None:
+        self._flags(session)["cancel"].set()
+
+    # -- a search -------------------------------------------------------------
+
+    def search(self, session: str, upload: Optional[str], example: str, model_name: str, lr_size: str,
+               samples: int, steps: int, seed, early_stop: bool, align: bool):
+        """Run one search; yields ("progress", text, fraction) and finally ("done", html, zip path, text)."""
+        from ..errors import PulseError
+        from ..pipelines.upsample import upsample_files
+        from ..search import PulseOptions
+
+        model = self.model(model_name)
+        if upload:
+            path = self.check_upload(upload)
+        elif example in EXAMPLES:
+            path = self.example(example, model)
+        else:
+            raise UploadError("Upload an image, or choose an example.")
+        samples = int(min(max(int(samples or 1), 1), self.settings.max_samples))
+        steps = int(min(max(int(steps or 1), 1), self.settings.max_steps))
+        size = None if lr_size in (None, "", "as uploaded") else int(lr_size)
+        seed = None if seed in (None, "") else int(seed)
+        opts = PulseOptions(steps=steps, early_stop=bool(early_stop))
+        # Fresh flags for this search: a cancelled one still running keeps (and obeys) its own.
+        flags = self.flags[session] = {"stop": threading.Event(), "cancel": threading.Event()}
+        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.workdir))
+        src = run_dir / "input" / f"input{path.suffix.lower() or '.png'}"
+        src.parent.mkdir()
+        shutil.copyfile(path, src)
+        events: "queue.Queue" = queue.Queue()
+        log: List[str] = []
+
+        class Cancelled(Exception):
+            pass
+
+        def progress(stem, step, total, info):
+            if flags["cancel"].is_set():
+                raise Cancelled()
+            events.put(("step", step, total, info))
+
+        def work():
+            try:
+                with self.lock:  # one search per device, whatever Gradio's queue does
+                    report = upsample_files([src], model, run_dir / "out", opts, samples=samples, seed=seed,
+                                            lr_size=size, align=align, progress=progress, log=log.append,
+                                            stop=flags["stop"].is_set)
+                events.put(("done", report))
+            except Cancelled:
+                events.put(("cancelled",))
+            except PulseError as exc:
+                events.put(("error", str(exc)))
+            except Exception as exc:  # noqa: BLE001 - shown on the page; the server keeps serving
+                events.put(("error", f"{exc.__class__.__name__}: {exc}"))
+
+        start = time.monotonic()
+        thread = threading.Thread(target=work, name="pulse-search", daemon=True)
+        thread.start()
+        try:
+            while True:
+                try:
+                    ev = events.get(timeout=0.25)
+                except queue.Empty:
+                    continue
+                if ev[0] == "step":
+                    _, step, total, info = ev
+                    elapsed = time.monotonic() - start
+                    left = elapsed / step * (total - step) if step else 0.0
+                    yield ("progress", f"step {step}/{total} · L2 {info['l2']:.2e} (best {info['best_l2']:.2e}) "
+                                       f"vs ε {opts.eps:g} · {info['done']}/{info['batch']} within ε · "
+                                       f"about {left:.0f} s left", step / total)
+                    continue
+                if ev[0] == "cancelled":
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    yield ("cancelled", "Cancelled.", 0.0)
+                    return
+                if ev[0] == "error":
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    raise UploadError(ev[1])
+                report = ev[1]
+                break
+        except GeneratorExit:
+            flags["cancel"].set()  # the page went away (Cancel, a closed tab): end the search
+            raise
+        if not report["results"]:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            reason = "; ".join(e["error"] for e in report["errors"]) or "no result"
+            raise UploadError(reason.replace(str(src), "the upload"))
+        cards = self._cards(run_dir / "out", report, src, model)
+        zip_path = self._zip(run_dir)
+        self._keep(run_dir)
+        ok = sum(r["success"] for r in report["results"])
+        took = time.monotonic() - start
+        stopped = " (stopped early: best so far)" if "stopped" in report else ""
+        yield ("done", cards, str(zip_path), f"{ok}/{len(report['results'])} within ε={opts.eps:g} in "
+                                            f"{took:.1f} s{stopped}.")
+
+    def _cards(self, out: Path, report: dict, src: Path, model) -> str:
+        from ..images import load_rgb, pil_to_tensor, read_image
+
+        eps = report["options"]["eps"]
+        size = model.resolution
+        parts = []
+        for r in report["results"]:
+            hr = read_image(out / r["output"])
+            ds = read_image(out / r["downscaled"])
+            lr = ds
+            try:
+                lr_img = load_rgb(src)
+                if lr_img.size == (ds.shape[2], ds.shape[1]):
+                    lr = pil_to_tensor(lr_img)
+            except Exception:  # noqa: BLE001 - a resized or aligned input: compare with its downscale only
+                pass
+            view = 112
+            ok = r["success"]
+            badge = ("<span class='pulse-badge ok'>within ε</span>" if ok
+                     else "<span class='pulse-badge no'>not within ε</span>")
+            imgs = [("face", _upscale_nearest(hr, 192) if size < 192 else hr),
+                    ("its downscale", _upscale_nearest(ds, view)),
+                    ("input", _upscale_nearest(lr, view)),
+                    ("residual ×8", _upscale_nearest(residual_map(ds, lr), view))]
+            figs = "".join(f"<figure><img alt='{html.escape(n)}' src='{_png_data_uri(x)}'/>"
+                           f"<figcaption>{html.escape(n)}</figcaption></figure>" for n, x in imgs)
+            parts.append(f"<div class='pulse-card'><div class='pulse-head'>{badge} "
+                         f"<code>{html.escape(r['output'])}</code> · seed {r['seed']} · L2 {r['best_l2']:.2e} "
+                         f"(ε {eps:g}) · {r['steps']} steps</div><div class='pulse-imgs'>{figs}</div></div>")
+        return "<div class='pulse-results'>" + "".join(parts) + "</div>"
+
+    def _zip(self, run_dir: Path) -> Path:
+        out = run_dir / "out"
+        zpath = run_dir / "pulse-results.zip"
+        with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(out.iterdir()):
+                if f.is_file() and (f.suffix == ".png" or f.name == "report.json"):
+                    z.write(f, f.name)
+        return zpath
+
+    def _keep(self, run_dir: Path) -> None:
+        self.finished.append(run_dir)
+        while len(self.finished) > KEEP_RUNS:
+            shutil.rmtree(self.finished.popleft(), ignore_errors=True)
+
+
+CSS = """
+.pulse-results { display: flex; flex-direction: column; gap: 12px; }
+.pulse-card { border: 1px solid #ccc; border-radius: 8px; padding: 8px; }
+.pulse-imgs { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-end; }
+.pulse-imgs figure { margin: 0; text-align: center; }
+.pulse-imgs img { image-rendering: pixelated; display: block; }
+.pulse-badge { font-weight: bold; padding: 2px 8px; border-radius: 10px; color: white; }
+.pulse-badge.ok { background: #1a7f37; }
+.pulse-badge.no { background: #b42318; }
+"""
+
+
+def build_app(runner: Runner):
+    """The page: inputs and options on the left, progress, notice and results on the right."""
+    import gradio as gr
+
+    from ..ops.resample import valid_lr_sizes
+
+    default = runner.settings.model
+    missing = runner.missing_models()
+    with gr.Blocks(title="PULSE", analytics_enabled=False) as app:
+        gr.Markdown("# PULSE: faces that downscale to your input\nUpload a low-resolution face crop, or a "
+                    "photo with **align** on, or take an example.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="Image (LR face crop, or a photo with align on)", type="filepath",
+                                 elem_id="upload")
+                example = gr.Radio(["none", *EXAMPLES], value="none", label="…or an example", elem_id="example")
+                model = gr.Dropdown(runner.model_choices(), value=default, label="Model", elem_id="model")
+                if missing:
+                    gr.Markdown("Not downloaded: " + ", ".join(f"`{m}`" for m in missing)
+                                + ". Download with `pulse models download NAME` and restart the server.")
+                try:
+                    res = runner.model(default).resolution
+                    sizes = ["as uploaded"] + [str(s) for s in valid_lr_sizes(res) if s < res]
+                except UploadError:
+                    sizes = ["as uploaded"]
+                lr_size = gr.Dropdown(sizes, value="as uploaded", label="LR size (resize the input to)",
+                                      elem_id="lr_size")
+                samples = gr.Slider(1, runner.settings.max_samples, value=4, step=1, label="Samples K",
+                                    elem_id="samples")
+                steps = gr.Number(100, label="Steps", precision=0, minimum=1, maximum=runner.settings.max_steps,
+                                  elem_id="steps")
+                seed = gr.Textbox("", label="Seed (empty: random)", elem_id="seed")
+                early = gr.Checkbox(False, label="Stop early once every sample is within ε", elem_id="early")
+                align = gr.Checkbox(False, label="Align: detect and crop the face in a photo", elem_id="align")
+                with gr.Row():
+                    run_btn = gr.Button("Run", variant="primary", elem_id="run")
+                    stop_btn = gr.Button("Stop (keep best so far)", elem_id="stop")
+                    cancel_btn = gr.Button("Cancel", elem_id="cancel")
+            with gr.Column(scale=2):
+                status = gr.Markdown("", elem_id="status")
+                gr.Markdown(NOTICE, elem_id="notice")
+                results = gr.HTML("", elem_id="results")
+                download = gr.File(label="Download all (PNGs + report.json)", elem_id="download",
+                                   interactive=False)
+
+        def run(upload, example, model, lr_size, samples, steps, seed, early, align, request: gr.Request,
+                progress=gr.Progress()):
+            search = runner.search(request.session_hash, upload, example, model, lr_size, samples, steps,
+                                   seed, early, align)
+            try:
+                for ev in search:
+                    if ev[0] == "progress":
+                        progress(ev[2], desc=ev[1])
+                        yield gr.update(value=ev[1]), gr.update(), gr.update()
+                    elif ev[0] == "cancelled":
+                        yield gr.update(value=ev[1]), gr.update(value=""), gr.update(value=None)
+                    else:
+                        yield gr.update(value=ev[3]), gr.update(value=ev[1]), gr.update(value=ev[2])
+            except UploadError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+            finally:
+                search.close()
+
+        event = run_btn.click(run, [upload, example, model, lr_size, samples, steps, seed, early, align],
+                              [status, results, download], concurrency_limit=1, concurrency_id="search")
+        stop_btn.click(_session_call(runner.stop), None, None, queue=False)
+        cancel_btn.click(_session_call(runner.cancel), None, None, queue=False, cancels=[event])
+    return app
+
+
+def _session_call(method):
+    import gradio as gr
+
+    def call(request: gr.Request):
+        method(request.session_hash)
+    return call
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def theme():
+    """Gradio's default look with system fonts: the default theme would fetch Google Fonts."""
+    import gradio as gr
+
+    return gr.themes.Default(font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
+                             font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"])
+
+
+def serve(settings: ServeSettings, *, block: bool = True, log=print):
+    """Start the server; returns (app, url, workdir) when ``block`` is False (tests), else serves until Ctrl-C.
+
+    The temporary folder (uploads, results, Gradio's cache) is removed when the server stops.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="pulse-serve-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not settings.port:
+        settings = dataclasses.replace(settings, port=_free_port(settings.host))
+    runner = Runner(settings, workdir)
+    app = build_app(runner)
+    app.queue(default_concurrency_limit=1)
+    try:
+        _, url, _ = app.launch(server_name=settings.host, server_port=settings.port, prevent_thread_lock=True,
+                               quiet=True, share=False, theme=theme(), css=CSS, ssr_mode=False, footer_links=[],
+                               max_file_size=settings.max_bytes, show_error=True, inbrowser=False,
+                               mcp_server=False, pwa=False)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    if not block:
+        return app, url, workdir
+    log(f"PULSE is at {url}  (Ctrl-C stops it)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
