@@ -35,7 +35,8 @@ def test_search_core_is_pure():
     ("pulse_sr.networks.stylegan1", {"formats", "hub", "pipelines", "cli", "model", "search"}),
     ("pulse_sr.formats.tf_pickle", {"hub", "pipelines", "cli", "search"}),
     ("pulse_sr.hub.registry", {"networks", "pipelines", "cli", "search", "ops"}),
-    ("pulse_sr.pipelines.upsample", {"cli"}),
+    ("pulse_sr.pipelines.upsample", {"cli", "web"}),
+    ("pulse_sr.web.app", {"cli"}),
 ])
 def test_arrows_point_one_way(module, forbidden):
     loaded = _loaded_after_import(module)
