@@ -73,12 +73,21 @@ def test_valid_lr_sizes():
     assert valid_lr_sizes(1024)[:3] == [2, 4, 8]
 
 
-@pytest.mark.parametrize("shape", [(3, 5, 5), (3, 4, 8), (3, 1, 1), (1, 4, 4)])
+@pytest.mark.parametrize("shape", [(3, 17, 17), (3, 8, 20), (1, 4, 4)])
 def test_bad_lr_sizes(tiny_G, shape):
     with pytest.raises(InputSizeError) as e:
         upsample(torch.rand(*shape), tiny_G, steps=1)
     if shape[0] == 3:
-        assert "16-px model" in str(e.value) and "2, 4, 8, 16" in str(e.value)
+        assert "larger than the model's 16×16" in str(e.value) and "--align" in str(e.value)
+
+
+@pytest.mark.parametrize("shape, operator", [((3, 5, 5), {"name": "resize", "size": [5, 5]}),
+                                             ((3, 4, 8), {"name": "resize", "size": [4, 8]}),
+                                             ((3, 1, 1), {"name": "resize", "size": [1, 1]}),
+                                             ((3, 4, 4), {"name": "bicubic", "factor": 4})])
+def test_any_lr_size_up_to_the_resolution_runs(tiny_G, shape, operator):
+    res = upsample(torch.rand(*shape), tiny_G, steps=1)
+    assert res.operator == operator and res.downscaled.shape[1:] == shape
 
 
 def test_result_fields_and_best_image(tiny_G):

@@ -14,7 +14,9 @@ Departures from the reference code, all deliberate:
 * a result is always returned, with a success flag, histories and timings;
 * K samples of each input, and several inputs, run as one batch, and each
   sample's start depends only on its own seed;
-* any resolution / LR size pair with an integer factor works.
+* any resolution / LR size pair with an integer factor works, and any other
+  LR size up to the resolution through antialiased resizing; other forward
+  models (pixelation, blur, gray, masks, any callable) through ``operator``.
 
 This module touches no files, no process-wide settings and no image library:
 the caller converts images (:mod:`pulse_sr.images`), picks the device and
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, Uni
 import torch
 
 from ..errors import InputSizeError
-from ..ops.resample import bicubic_downscale, check_lr_size
+from ..ops.operators import as_operator
 from .losses import PulseLoss
 from .options import PulseOptions
 from .prior import latent_to_w
@@ -62,6 +64,7 @@ class PulseResult:
     seconds: float
     eps: float
     warnings: List[str] = dataclasses.field(default_factory=list)
+    operator: dict = dataclasses.field(default_factory=dict)  # the forward model A, as describe() says
 
     @property
     def all_success(self) -> bool:
@@ -147,7 +150,7 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
              samples: int = 1, seed: Union[None, int, Sequence[int]] = None, device=None,
              progress: Optional[Progress] = None,
              callback: Optional[Callable[[int, torch.Tensor, torch.Tensor], None]] = None,
-             stop: Optional[Callable[[], bool]] = None, **kwargs) -> PulseResult:
+             stop: Optional[Callable[[], bool]] = None, operator=None, **kwargs) -> PulseResult:
     """Run PULSE on ``lr_image``, a (3, h, w) or (N, 3, h, w) tensor in [0, 1].
 
     ``model`` is a :class:`pulse_sr.PulseModel` (see :func:`pulse_sr.load_model`).
@@ -157,7 +160,11 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     :class:`PulseOptions`.
     ``progress(step, steps, info)`` is called after every step and
     ``callback(step, best_images, best_downscaled)`` too, for saving
-    intermediate results. ``stop()``, if given, is asked after every step; when
+    intermediate results. ``operator`` is the forward model A the result must
+    match through (see :mod:`pulse_sr.ops.operators`): None for the paper's
+    exact bicubic when the size allows it (else antialiased resizing), a spec
+    such as ``"gray+box:8@3,5"``, an Operator, or any differentiable
+    ``f(hr) -> lr``. ``stop()``, if given, is asked after every step; when
     it says True the search ends there and returns its best so far (a user's
     Stop button). The search runs on ``device``, or on the model's own
     device; the model itself is never moved (a copy is made for another device).
@@ -174,7 +181,7 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     G, fit, dev = model.generator, model.gaussian_fit, model.device
     lr = _as_batch(lr_image)
     n_inputs, _, h, w = lr.shape
-    factor = check_lr_size(h, w, G.resolution)
+    op = as_operator(operator, (h, w), G.resolution)
 
     batch = n_inputs * samples
     if seed is None:
@@ -201,8 +208,8 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
         lat = latent.expand(-1, G.num_ws, -1) if opts.tile_latent else latent
         ws = latent_to_w(lat, fit)                          # prior: sphere -> W+ (Sec. 3.3)
         img = (G.synthesize(ws, noise) + 1) / 2             # generator, to [0, 1]
-        img_lr = bicubic_downscale(img, factor)             # DS, the exact bicubic of the reference
-        loss, parts = loss_fn(ws, img_lr, lr_ref)           # per-sample loss
+        img_lr = op(img)                                    # DS: the exact bicubic of the reference, or A
+        loss, parts = loss_fn(ws, img_lr, lr_ref, op.weight)  # per-sample loss
         l2 = parts["L2"].detach()
         ok = l2 <= opts.eps
         best.update(step, img, img_lr, ws, loss.detach(), l2, ok)
@@ -233,4 +240,4 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
         best_l2=best.l2.cpu(), best_loss=best.loss.cpu(), best_step=best.step.cpu(),
         success=(best.l2 <= opts.eps).cpu(), loss_history=torch.stack(loss_hist),
         l2_history=torch.stack(l2_hist), ws=best.ws.cpu(), seeds=seeds, steps_taken=steps_taken,
-        seconds=seconds, eps=opts.eps, warnings=warnings)
+        seconds=seconds, eps=opts.eps, warnings=warnings, operator=op.describe())

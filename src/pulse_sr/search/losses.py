@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict, List, Tuple
+from typing import Optional, Dict, List, Tuple
 
 import torch
 
@@ -36,13 +36,23 @@ def parse_loss(loss: str) -> List[Tuple[float, str]]:
     return terms
 
 
-def l2_per_sample(lr_gen: torch.Tensor, lr_ref: torch.Tensor) -> torch.Tensor:
-    """Mean squared error per sample over (C, H, W): the quantity compared with eps."""
-    return (lr_gen - lr_ref).square().mean(dim=(1, 2, 3))
+def _mean(err: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
+    if weight is None:
+        return err.mean(dim=(1, 2, 3))
+    w = weight.to(err.device, err.dtype)
+    return (err * w).sum(dim=(1, 2, 3)) / (w.sum() * err.shape[1])
 
 
-def l1_per_sample(lr_gen: torch.Tensor, lr_ref: torch.Tensor) -> torch.Tensor:
-    return (lr_gen - lr_ref).abs().mean(dim=(1, 2, 3))
+def l2_per_sample(lr_gen: torch.Tensor, lr_ref: torch.Tensor, weight: Optional[torch.Tensor] = None
+                  ) -> torch.Tensor:
+    """Mean squared error per sample over (C, H, W): the quantity compared with eps.
+    With ``weight`` (1, 1, H, W) of 0/1, the mean over the known pixels only (a mask)."""
+    return _mean((lr_gen - lr_ref).square(), weight)
+
+
+def l1_per_sample(lr_gen: torch.Tensor, lr_ref: torch.Tensor, weight: Optional[torch.Tensor] = None
+                  ) -> torch.Tensor:
+    return _mean((lr_gen - lr_ref).abs(), weight)
 
 
 def geocross(latent: torch.Tensor) -> torch.Tensor:
@@ -73,16 +83,16 @@ class PulseLoss:
         self.terms = parse_loss(loss)
         self.eps = eps
 
-    def __call__(self, latent: torch.Tensor, lr_gen: torch.Tensor, lr_ref: torch.Tensor
-                 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        parts: Dict[str, torch.Tensor] = {"L2": l2_per_sample(lr_gen, lr_ref)}
+    def __call__(self, latent: torch.Tensor, lr_gen: torch.Tensor, lr_ref: torch.Tensor,
+                 known: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        parts: Dict[str, torch.Tensor] = {"L2": l2_per_sample(lr_gen, lr_ref, known)}
         total = lr_gen.new_zeros(lr_gen.shape[0])
         for weight, name in self.terms:
             if name == "L2":
                 value = parts["L2"].clamp(min=self.eps)
             elif name == "L1":
                 # The reference scales L1 by 10 so that its weights compare with L2's.
-                parts["L1"] = l1_per_sample(lr_gen, lr_ref)
+                parts["L1"] = l1_per_sample(lr_gen, lr_ref, known)
                 value = 10 * parts["L1"].clamp(min=self.eps)
             else:
                 parts["GEOCROSS"] = value = geocross(latent)
