@@ -60,7 +60,7 @@ def test_bad_inputs_one_line_errors_others_run(tmp_path, model_file):
     inp = tmp_path / "in"
     inp.mkdir()
     (inp / "broken.png").write_bytes(b"not an image")
-    save_image(torch.rand(3, 5, 7), inp / "odd.png")
+    save_image(torch.rand(3, 20, 20), inp / "big.png")
     save_image(torch.rand(3, 4, 4), inp / "good.png")
     out = tmp_path / "out"
     r = run(["upsample", str(inp), str(tmp_path / "missing.png"), "--out", str(out), "--model", str(path),
@@ -69,7 +69,7 @@ def test_bad_inputs_one_line_errors_others_run(tmp_path, model_file):
     lines = [l for l in r.output.splitlines() if l.startswith("error:")]
     assert len(lines) == 3
     assert any("broken.png: not a readable image" in l for l in lines)
-    assert any("7×5 is not a supported LR size for a 16-px model" in l for l in lines)
+    assert any("big.png: 20×20 is larger than the model's 16×16 output" in l for l in lines)
     assert any("missing.png: no such file" in l for l in lines)
     assert (out / "good.png").exists()
 

@@ -129,3 +129,53 @@ def test_gray_inputs_get_gray():
     g = Gray()(x[None])[0]
     assert is_gray(g) and not is_gray(x)
     assert [o.name for o in auto_operator(bicubic_downscale(g[None], 8)[0], 64).ops] == ["bicubic", "gray"]
+
+
+# ---------------------------------------------------------------------------
+# Through `pulse upsample`
+
+
+def test_upsample_detects_the_operator_and_writes_its_certificate(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image as PILImage
+
+    from conftest import tiny_model
+    from pulse_sr.cli import main
+    from pulse_sr.formats.safetensors_file import save_generator
+
+    m = tiny_model()
+    model = save_generator(m.generator, tmp_path / "tiny.safetensors", gaussian_fit=m.gaussian_fit)
+    x = smooth(16, 16, seed=4)
+    save_image(Box(4, (1, 2), (16, 16))(x)[0], tmp_path / "in" / "mosaic.png")
+    save_image(Gray()(bicubic_downscale(x, 4))[0], tmp_path / "in" / "gray.png")
+    save_image(torch.rand(3, 5, 7), tmp_path / "in" / "odd.png")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["upsample", str(tmp_path / "in"), "--out", str(out), "--model", str(model),
+                                  "--steps", "2", "--samples", "2", "--seed", "0", "--noise-sigma", "10"])
+    assert r.exit_code in (0, 3), r.output
+    assert "operator bicubic:4+gray, box:4@1,2, resize:5x7" in r.output
+    rep = json.loads((out / "report.json").read_text())
+    ops = {e["output"]: e["operator"] for e in rep["results"]}
+    assert ops["mosaic_0.png"] == {"name": "box", "block": 4, "offset": [1, 2], "size": [16, 16]}
+    assert ops["odd_1.png"] == {"name": "resize", "size": [5, 7]}
+    assert ops["gray_0.png"]["name"] == "bicubic+gray"
+    e = rep["results"][0]
+    assert e["eps"] == pytest.approx(2e-3 + (10 / 255) ** 2) and rep["noise_sigma"] == 10
+    cert = e["lr_error"]
+    assert len(cert["rmse"]) == 3 and len(cert["psnr"]) == 3
+    assert cert["mse"] == pytest.approx(sum(v * v for v in cert["rmse"]) / 3, rel=1e-6)
+    assert cert["mse"] == pytest.approx(e["best_l2"], rel=0.05, abs=1e-4)  # the saved (8-bit) downscale
+    for stem in ("mosaic", "gray", "odd"):
+        assert (out / f"{stem}_spread.png").is_file()
+        for k in (0, 1):
+            assert (out / f"{stem}_{k}_residual.png").is_file()
+    text = PILImage.open(out / "mosaic_0.png").text
+    assert "not the person in the input" in text["Description"]
+    assert text["pulse:operator"] == "box:4@1,2" and text["pulse:seed"] == "0"
+    assert float(text["pulse:eps"]) == pytest.approx(e["eps"], rel=1e-5)
+
+    r = CliRunner().invoke(main, ["upsample", str(tmp_path / "in" / "odd.png"), "--out", str(tmp_path / "o2"),
+                                  "--model", str(model), "--steps", "1", "--operator", "box:4@9"])
+    assert r.exit_code == 2 and "odd.png: box:B@ox,oy: expected 2 numbers" in r.output

@@ -165,7 +165,7 @@ def test_a_full_disk_stops_the_batch_and_leaves_no_truncated_file(tmp_path, mode
 
     def fills_up(self, fp, *a, **k):
         writes.append(fp)
-        if len(writes) > 2:  # the first input's two images fit, then the disk is full
+        if len(writes) > 3:  # the first input's three images fit, then the disk is full
             with open(fp, "wb") as f:
                 f.write(b"\x89PNG half")  # a partial file, as a full disk leaves it
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -174,8 +174,8 @@ def test_a_full_disk_stops_the_batch_and_leaves_no_truncated_file(tmp_path, mode
     monkeypatch.setattr(images.Image.Image, "save", fills_up)
     r = run(["upsample", src, "--out", out, "--model", model_file, "--steps", "1", "--seed", "0", "--quiet"])
     assert r.exit_code == 1 and "No space left on device" in r.output and "stopped" in r.output
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["f0.png", "f0_lr.png",
-                                                                                    "report.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "f0.png", "f0_lr.png", "f0_residual.png", "report.json"]
     assert not [p for p in out.iterdir() if ".tmp" in p.name]  # temporary files cleaned up
     rep = strict_json(out / "report.json")
     assert [os.path.basename(e["input"]) for e in rep["results"]] == ["f0.png"]
@@ -294,7 +294,7 @@ def test_nan_weights_are_refused(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--samples", "100000"], "100000 is not in the range 1<=x<=256"),
     (["--lr-size", "100000"], "100000 is not in the range 1<=x<=4096"),
-    (["--lr-size", "3000"], "--lr-size 3000: 3000×3000 is not a supported LR size for a 16-px model"),
+    (["--lr-size", "3000"], "--lr-size 3000: LR sizes go from 1 to the model's 16 px"),
     (["--eps", "inf"], "eps must be a positive finite number"),
     (["--lr", "inf"], "lr must be a positive finite number"),
     (["--loss", "1e999*L2"], "weights must be finite numbers"),
@@ -390,11 +390,11 @@ def test_what_a_folder_skips_and_first_frames_are_said(tmp_path, model_file):
 
 
 def test_wrong_size_names_the_file(tmp_path, model_file):
-    save_image(torch.rand(3, 9, 7), tmp_path / "odd.png")
+    save_image(torch.rand(3, 20, 18), tmp_path / "odd.png")
     lr_image(tmp_path / "ok.png")
     r = run(["upsample", tmp_path / "odd.png", tmp_path / "ok.png", "--out", tmp_path / "o", "--model", model_file,
              "--steps", "1", "--quiet"])
-    assert r.exit_code == 2 and f"{tmp_path / 'odd.png'}: 7×9 is not a supported LR size" in r.output
+    assert r.exit_code == 2 and f"{tmp_path / 'odd.png'}: 18×20 is larger than the model's 16×16" in r.output
     assert (tmp_path / "o" / "ok.png").is_file()  # the others still ran
 
 

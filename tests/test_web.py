@@ -100,11 +100,12 @@ def test_an_uploaded_8x8_face_gives_k_images_and_badges(page, face8):
     assert len(page.query_selector_all(".pulse-card")) == 2
     assert len(page.query_selector_all(".pulse-badge")) == 2
     assert re.search(r"\d/2 within ε=0\.002", page.inner_text("#status"))
-    # "Download all": a zip of the 4 PNGs (2 faces, 2 downscales) and report.json
+    # "Download all": a zip of the PNGs (2 faces, their downscales and residuals, the spread) and report.json
     link = page.wait_for_selector("#download a[href]", timeout=10_000)
     body = page.request.get(link.get_attribute("href")).body()
     names = sorted(zipfile.ZipFile(io.BytesIO(body)).namelist())
-    assert names == ["input_0.png", "input_0_lr.png", "input_1.png", "input_1_lr.png", "report.json"]
+    assert names == ["input_0.png", "input_0_lr.png", "input_0_residual.png", "input_1.png", "input_1_lr.png",
+                     "input_1_residual.png", "input_spread.png", "report.json"]
 
 
 @pytest.mark.parametrize("example", ["sampled face (8×8)", "aligned astronaut photo"])

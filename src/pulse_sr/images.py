@@ -117,22 +117,47 @@ def read_image(path) -> torch.Tensor:
     return pil_to_tensor(load_rgb(path))
 
 
-def save_image(x, path) -> Path:
+def save_image(x, path, text: Optional[dict] = None) -> Path:
     """Write a (3, H, W) tensor in [0, 1] or a PIL image to ``path``, atomically.
 
     The image goes to a temporary name in the same folder and is renamed into
     place, so a full disk or a kill never leaves a truncated file at ``path``.
+    ``text`` becomes PNG text chunks (provenance).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img = x if isinstance(x, Image.Image) else tensor_to_pil(x)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    kwargs = {}
+    if text:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, str(value))
+        kwargs["pnginfo"] = info
     try:
-        img.save(tmp)
+        img.save(tmp, **kwargs)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def heat_map(x):
+    """A (h, w) tensor in [0, 1] as a black → red → yellow → white (3, h, w) image."""
+    import torch
+
+    x = x.clamp(0, 1)
+    return torch.stack([(x * 2).clamp(0, 1), (x * 2 - 0.5).clamp(0, 1), (x * 2 - 1).clamp(0, 1)])
+
+
+def enlarge(x, at_least: int = 128):
+    """Nearest-neighbour upscale of a (C, h, w) tensor by the smallest integer making it ``at_least`` px."""
+    import torch.nn.functional as F
+
+    f = max(1, -(-at_least // max(x.shape[-2:])))
+    return F.interpolate(x[None], scale_factor=f, mode="nearest")[0] if f > 1 else x
 
 
 def expand_inputs(inputs, notes: Optional[List[str]] = None) -> List[Path]:

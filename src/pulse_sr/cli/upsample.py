@@ -29,12 +29,20 @@ MAX_SAMPLES = 256  # One batch holds every sample of an input: more is a typo, n
 @dataclass_options(PulseOptions)
 @click.option("--save-intermediate", is_flag=True, help="Write the best image of every step under OUT/<stem>/.")
 @click.option("--lr-size", type=click.IntRange(1, 4096), default=None,
-              help="Resize inputs to this square LR size first (one the model takes, e.g. 8 for 64 px).")
+              help="Resize inputs to this square LR size first (at most the model's resolution; e.g. 8 for 64 px).")
 @click.option("--align", "do_align", is_flag=True, help="Detect and align faces in ordinary photos first.")
+@click.option("--operator", default=None, metavar="SPEC",
+              help="The forward model the result must match through, e.g. bicubic:8, resize:13x13, box:8@3,5 "
+                   "(pixelation, block 8, grid offset 3,5), nearest:8@0, blur:gauss:1.5, blur:motion:9,30, gray, "
+                   "mask:PATH, joined by + (gray+box:8@3,5). Default: detected per input (a mosaic gets box, "
+                   "a grayscale input gray, the rest bicubic when the size divides the model's, else resize).")
+@click.option("--noise-sigma", type=click.FloatRange(0, 255), default=0.0, show_default=True,
+              help="Gaussian noise σ (0-255 scale) the inputs carry; eps grows by (σ/255)², the expected "
+                   "extra mean square residual.")
 @click.option("--device", default=None, help="cpu, cuda or mps (default: best available).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def upsample(inputs, out_dir, model, mapping, gaussian_fit, samples, seed, save_intermediate, lr_size, do_align,
-             device, quiet, **search):
+             operator, noise_sigma, device, quiet, **search):
     """Find HR faces that downscale to each INPUT (files or folders of PNG/JPEG/WebP/BMP).
 
     Writes <name>.png (or <name>_<k>.png), <name>_lr.png (the downscale of each
@@ -45,7 +53,7 @@ def upsample(inputs, out_dir, model, mapping, gaussian_fit, samples, seed, save_
     """
     from ..images import expand_inputs
     from ..pipelines.shards import session
-    from ..pipelines.upsample import upsample_files
+    from ..pipelines.upsample import _spec_text as _spec, upsample_files
 
     opts = options_from_kwargs(PulseOptions, search)
     validate_options(opts)
@@ -62,12 +70,15 @@ def upsample(inputs, out_dir, model, mapping, gaussian_fit, samples, seed, save_
         with StepBars(enabled=not quiet and ranks.main) as bars:
             report = upsample_files(files, pulse_model, out_dir, opts, samples=samples, seed=seed, lr_size=lr_size,
                                     align=do_align, device=dev, save_intermediate=save_intermediate,
-                                    progress=bars, log=log, ranks=ranks)
+                                    progress=bars, log=log, ranks=ranks, operator=operator,
+                                    noise_sigma=noise_sigma)
     if not ranks.main:
         sys.exit(0)  # under torchrun only a crash is a rank's failure; rank 0 reports the run
     ok = sum(1 for r in report["results"] if r.get("success"))
     bad = len(report["errors"])
     total = len(report["results"])
-    echo_err(f"{ok}/{total} results within eps={opts.eps}; {bad} input(s) failed; report: {out_dir / 'report.json'}"
-             + sharded_exit_note(ranks, report["exit_code"]))
+    ops = sorted({_spec(r["operator"]) for r in report["results"] if "operator" in r})
+    used = f"; operator {', '.join(ops)}" if ops else ""
+    echo_err(f"{ok}/{total} results within eps={report['results'][0]['eps'] if total else opts.eps}{used}; "
+             f"{bad} input(s) failed; report: {out_dir / 'report.json'}" + sharded_exit_note(ranks, report["exit_code"]))
     sys.exit(0 if ranks.sharded else report["exit_code"])

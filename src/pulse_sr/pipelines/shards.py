@@ -148,10 +148,12 @@ def session(device=None, env=None) -> Iterator[Tuple[Ranks, object]]:
     backend = "nccl" if dev.type == "cuda" else "gloo"
     kwargs = {"device_id": dev} if dev.type == "cuda" else {}
     dist.init_process_group(backend, timeout=WAIT, **kwargs)
-    try:
-        yield dataclasses.replace(ranks, joined=True), dev
-    finally:
-        dist.destroy_process_group()
+    yield dataclasses.replace(ranks, joined=True), dev
+    # Tear down together: a rank that destroys the group while a peer still holds its
+    # connections can abort at exit ("terminate called without an active exception").
+    # After an exception there is no barrier: the rank exits non-zero and torchrun ends the job.
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def split(items: Sequence[T], ranks: Ranks) -> List[T]:

@@ -21,9 +21,11 @@ What a run never does, and why:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -34,8 +36,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from ..errors import EXIT_ERROR, InputImageError, InputSizeError, PulseError, exit_code
 from ..hub.download import sha256_file
-from ..images import load_rgb, pil_to_tensor, save_image
-from ..ops.resample import check_lr_size
+from ..images import enlarge, heat_map, load_rgb, pil_to_tensor, save_image
+from ..ops.operators import auto_operator, parse_operator
 from ..runtime import tune
 from ..search import PulseOptions, upsample
 from .shards import PartLog, Ranks, clear_parts, interrupted, read_parts, split
@@ -67,7 +69,8 @@ def _tags(samples: int) -> List[str]:
 
 
 def _outputs(name: str, samples: int) -> List[str]:
-    return [f"{name}{t}{suffix}.png" for t in _tags(samples) for suffix in ("", "_lr")]
+    files = [f"{name}{t}{suffix}.png" for t in _tags(samples) for suffix in ("", "_lr", "_residual")]
+    return files + ([f"{name}_spread.png"] if samples > 1 else [])
 
 
 def plan_names(files: Sequence[Path], samples: int = 1, align: bool = False) -> Dict[Path, str]:
@@ -88,9 +91,9 @@ def plan_names(files: Sequence[Path], samples: int = 1, align: bool = False) -> 
             return re.compile("|".join(map(re.escape, files)) + "$"), files
         # Face indices are not known before detection: claim the whole family of names.
         tag = r"(_\d+)?" if samples > 1 else ""
-        pattern = re.compile(rf"{re.escape(name)}_face\d+{tag}(_lr)?\.png$")
+        pattern = re.compile(rf"{re.escape(name)}_face\d+({tag}(_lr|_residual)?|_spread)\.png$")
         examples = [f"{name}_face{i}{t}{lr}.png" for i in (0, 1, 10) for t in _tags(min(samples, 2))
-                    for lr in ("", "_lr")]
+                    for lr in ("", "_lr", "_residual")] + [f"{name}_face{i}_spread.png" for i in (0, 1, 10)]
         return pattern, examples
 
     def clashes(name: str) -> bool:
@@ -159,9 +162,11 @@ def run_lock(out_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _settings(model, opts: PulseOptions, samples: int, lr_size: Optional[int], align: bool, seed: int) -> dict:
+def _settings(model, opts: PulseOptions, samples: int, lr_size: Optional[int], align: bool, seed: int,
+              operator: Optional[str] = None, noise_sigma: float = 0.0) -> dict:
     return {"model": model.source, "resolution": model.resolution, "options": opts.to_dict(),
-            "samples": samples, "lr_size": lr_size, "align": align, "seed": seed}
+            "samples": samples, "lr_size": lr_size, "align": align, "seed": seed, "operator": operator,
+            "noise_sigma": noise_sigma}
 
 
 def _digest(obj) -> str:
@@ -184,7 +189,8 @@ def write_report(report: dict, path: Path) -> None:
     try:
         with open(tmp, "w") as f:
             f.write("{\n")
-            for key in ("format", "model", "resolution", "options", "samples", "lr_size", "align", "seed", "note",
+            for key in ("format", "model", "resolution", "options", "samples", "lr_size", "align", "seed",
+                        "operator", "noise_sigma", "note",
                         "exit_code", "run", "runs", *[k for k in ("stopped", "interrupted") if k in report]):
                 f.write(f"  {dump(key)}: {dump(report[key])},\n")
             f.write('  "errors": [' + ",".join("\n    " + dump(e) for e in report["errors"]) + "],\n")
@@ -199,24 +205,32 @@ def write_report(report: dict, path: Path) -> None:
 
 
 def prepare_lr(path: Path, name: str, model, lr_size: Optional[int], align: bool,
-               notes: Optional[List[str]] = None) -> List[tuple]:
-    """Return [(output name, lr_tensor)] for one input file (several with ``align``, one per face)."""
+               notes: Optional[List[str]] = None, operator: Optional[str] = None) -> List[tuple]:
+    """Return [(output name, lr_tensor, forward operator)] for one input file (several with
+    ``align``, one per face). Without an ``operator`` spec the operator is detected from the
+    input: a mosaic gets ``box``, a grayscale input ``gray``, the rest ``bicubic`` or ``resize``."""
     img = load_rgb(path, notes)
     if align:
         from ..align import align_photo_for_model
         crops = align_photo_for_model(img, model, lr_size)
         if not crops:
             raise InputImageError(f"{path}: no face found")
-        return [(f"{name}_face{k}", pil_to_tensor(lr)) for k, (_, lr) in enumerate(crops)]
+        faces = [pil_to_tensor(lr) for _, lr in crops]
+        return [(f"{name}_face{k}", x, _operator_for(path, x, model, operator)) for k, x in enumerate(faces)]
     if lr_size is not None and img.size != (lr_size, lr_size):
         from PIL import Image
         img = img.resize((lr_size, lr_size), Image.BICUBIC)
     x = pil_to_tensor(img)
+    return [(name, x, _operator_for(path, x, model, operator))]
+
+
+def _operator_for(path: Path, x, model, spec: Optional[str]):
     try:
-        check_lr_size(x.shape[1], x.shape[2], model.resolution)
-    except InputSizeError as exc:
-        raise InputSizeError(f"{path}: {exc}; or pass --lr-size") from None
-    return [(name, x)]
+        if spec is None:
+            return auto_operator(x, model.resolution)
+        return parse_operator(spec, tuple(x.shape[-2:]), model.resolution)
+    except PulseError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 def _save_intermediate(out_dir: Path, stem: str, samples: int, step: int, hr, lo) -> None:
@@ -242,7 +256,8 @@ def upsample_files(files: List[Path], model, out_dir: Path, opts: PulseOptions, 
                    seed: Optional[int] = None, lr_size: Optional[int] = None, align: bool = False,
                    device=None, save_intermediate: bool = False, progress: Optional[FileProgress] = None,
                    log: Callable[[str], None] = print, ranks: Optional[Ranks] = None,
-                   stop: Optional[Callable[[], bool]] = None) -> dict:
+                   stop: Optional[Callable[[], bool]] = None, operator: Optional[str] = None,
+                   noise_sigma: float = 0.0) -> dict:
     """Search every file with ``model`` (a :class:`pulse_sr.PulseModel`); write images and
     ``report.json`` as it goes; return the report as a dict.
 
@@ -250,6 +265,11 @@ def upsample_files(files: List[Path], model, out_dir: Path, opts: PulseOptions, 
     takes that run's seed (and so resumes it); otherwise one seed is drawn for
     the run and recorded. Raises :class:`OutputFolderError` for an unusable
     ``out_dir`` and InputSizeError for an ``lr_size`` the model cannot take.
+
+    ``operator`` is a forward-model spec for every input (see
+    :mod:`pulse_sr.ops.operators`); unset, each input's is detected. With
+    ``noise_sigma`` σ (0–255 scale) the inputs are taken to carry Gaussian noise
+    of that σ, and eps grows by its expected mean square, (σ/255)².
 
     ``stop()`` is asked after every search step: when it says True, the search in
     progress ends with its best so far (written as usual) and no further input
@@ -265,18 +285,17 @@ def upsample_files(files: List[Path], model, out_dir: Path, opts: PulseOptions, 
     out_dir = Path(out_dir)
     ranks = ranks or Ranks()
     check_out_dir(out_dir, files)
-    if lr_size is not None:
-        try:
-            check_lr_size(lr_size, lr_size, model.resolution)
-        except InputSizeError as exc:
-            raise InputSizeError(f"--lr-size {lr_size}: {exc}") from None
+    if lr_size is not None and not 1 <= lr_size <= model.resolution:
+        raise InputSizeError(f"--lr-size {lr_size}: LR sizes go from 1 to the model's {model.resolution} px")
+    if not (math.isfinite(noise_sigma) and 0 <= noise_sigma <= 255):
+        raise ValueError(f"noise_sigma must be in [0, 255], got {noise_sigma}")
     if ranks.sharded:
         return _run_sharded(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate,
-                            progress, log, ranks)
+                            progress, log, ranks, operator, noise_sigma)
     _make_out_dir(out_dir)
     with run_lock(out_dir):
         return _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate,
-                    progress, log, stop)
+                    progress, log, stop, operator, noise_sigma)
 
 
 def _make_out_dir(out_dir: Path) -> None:
@@ -305,11 +324,12 @@ def read_previous(out_dir: Path) -> dict:
     return {**previous, "runs": runs, "run": run, "results": results}
 
 
-def _choose_seed(previous: dict, seed, model, opts, samples, lr_size, align, out_dir, log) -> int:
+def _choose_seed(previous: dict, seed, model, opts, samples, lr_size, align, out_dir, log, operator=None,
+                 noise_sigma=0.0) -> int:
     if seed is not None:
         return seed
     earlier = previous.get("runs", {}).get(previous.get("run") or "", {})
-    if earlier and {**earlier, "seed": None} == _settings(model, opts, samples, lr_size, align, None):
+    if earlier and {**earlier, "seed": None} == _settings(model, opts, samples, lr_size, align, None, operator, noise_sigma):
         log(f"resuming the run in {out_dir / REPORT} with its seed {earlier['seed']}")
         return int(earlier["seed"])
     return secrets.randbelow(2 ** 31)
@@ -342,11 +362,12 @@ def _report_interrupted(parts_before: List[dict], units: set, log) -> List[dict]
 
 
 def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate, progress, log,
-         stop=None):
+         stop=None, operator=None, noise_sigma=0.0):
     parts_before = read_parts(out_dir)
     previous = read_previous(out_dir)
-    seed = _choose_seed(previous, seed, model, opts, samples, lr_size, align, out_dir, log)
-    settings = _settings(model, opts, samples, lr_size, align, seed)
+    seed = _choose_seed(previous, seed, model, opts, samples, lr_size, align, out_dir, log, operator,
+                                    noise_sigma)
+    settings = _settings(model, opts, samples, lr_size, align, seed, operator, noise_sigma)
     run_id = _digest(settings)
     names = plan_names(files, samples, align)
     report = _new_report(previous, settings, run_id, files)
@@ -369,7 +390,8 @@ def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, sav
             report["results"] += done
             continue
         entries, error, fatal = _one_input(path, names[path], key, model, opts, samples, seed, lr_size, align,
-                                           run_id, out_dir, save_intermediate, progress, log, stop)
+                                           run_id, out_dir, save_intermediate, progress, log, stop, operator,
+                                           noise_sigma)
         if error is not None:
             report["errors"].append(error)
             if fatal:
@@ -394,11 +416,11 @@ def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, sav
 
 
 def _one_input(path, name, key, model, opts, samples, seed, lr_size, align, run_id, out_dir, save_intermediate,
-               progress, log, stop=None):
+               progress, log, stop=None, operator=None, noise_sigma=0.0):
     """Search one input file; returns (entries, error entry or None, why the batch must stop or None)."""
     notes: List[str] = []
     try:
-        items = prepare_lr(path, name, model, lr_size, align, notes)
+        items = prepare_lr(path, name, model, lr_size, align, notes, operator)
     except PulseError as exc:  # unreadable, wrong size, no face, no template...
         log(f"error: {exc}")
         return [], {"input": str(path), "error": str(exc)}, None
@@ -407,9 +429,9 @@ def _one_input(path, name, key, model, opts, samples, seed, lr_size, align, run_
             log(line)
     entries = []
     try:
-        for stem, lr in items:
-            entries += _search_one(path, stem, lr, model, opts, samples, seed, key, run_id, out_dir,
-                                   save_intermediate, progress, log, stop)
+        for stem, lr, op in items:
+            entries += _search_one(path, stem, lr, op, model, opts, samples, seed, key, run_id, out_dir,
+                                   save_intermediate, progress, log, stop, noise_sigma)
             if stop is not None and stop():
                 break
     except OSError as exc:
@@ -422,7 +444,7 @@ def _one_input(path, name, key, model, opts, samples, seed, lr_size, align, run_
 
 
 def _run_sharded(files, model, out_dir, opts, samples, seed, lr_size, align, device, save_intermediate, progress,
-                 log, ranks: Ranks):
+                 log, ranks: Ranks, operator=None, noise_sigma=0.0):
     """One rank's part of a sharded run (see :func:`upsample_files`)."""
     with contextlib.ExitStack() as stack:
         plan = None
@@ -432,8 +454,9 @@ def _run_sharded(files, model, out_dir, opts, samples, seed, lr_size, align, dev
                 stack.enter_context(run_lock(out_dir))
                 parts_before = read_parts(out_dir)
                 previous = read_previous(out_dir)
-                seed = _choose_seed(previous, seed, model, opts, samples, lr_size, align, out_dir, log)
-                run_id = _digest(_settings(model, opts, samples, lr_size, align, seed))
+                seed = _choose_seed(previous, seed, model, opts, samples, lr_size, align, out_dir, log, operator,
+                                    noise_sigma)
+                run_id = _digest(_settings(model, opts, samples, lr_size, align, seed, operator, noise_sigma))
                 keys = [_input_key(path, run_id) for path in files]
                 todo = [i for i, (path, key) in enumerate(zip(files, keys))
                         if not (key and _done_before(previous, key, out_dir) is not None)]
@@ -447,7 +470,7 @@ def _run_sharded(files, model, out_dir, opts, samples, seed, lr_size, align, dev
         if "error" in plan:
             raise OutputFolderError(plan["error"])
         seed, keys = plan["seed"], plan["keys"]
-        settings = _settings(model, opts, samples, lr_size, align, seed)
+        settings = _settings(model, opts, samples, lr_size, align, seed, operator, noise_sigma)
         run_id = _digest(settings)
         names = plan_names(files, samples, align)
         dev = tune(device)
@@ -464,7 +487,8 @@ def _run_sharded(files, model, out_dir, opts, samples, seed, lr_size, align, dev
                 part.write({"event": "start", "unit": unit, "input": str(path), "rank": ranks.rank,
                             "world": ranks.world, "pid": os.getpid()})
                 entries, error, fatal = _one_input(path, names[path], key, model, opts, samples, seed, lr_size,
-                                                   align, run_id, out_dir, save_intermediate, progress, log)
+                                                   align, run_id, out_dir, save_intermediate, progress, log,
+                                                   None, operator, noise_sigma)
                 if error is not None:
                     errors.append(error)
                     part.write({"event": "error", "unit": unit, "input": str(path), "run": run_id, **error})
@@ -528,21 +552,29 @@ def _save_report(report: dict, path: Path, mine: List[dict], log) -> bool:
         return False
 
 
-def _search_one(path, stem, lr, model, opts, samples, seed, key, run_id, out_dir, save_intermediate, progress,
-                log, stop=None) -> List[dict]:
+def _search_one(path, stem, lr, op, model, opts, samples, seed, key, run_id, out_dir, save_intermediate, progress,
+                log, stop=None, noise_sigma=0.0) -> List[dict]:
     callback = partial(_save_intermediate, out_dir, stem, samples) if save_intermediate else None
     step_progress = partial(progress, stem) if progress is not None else None
-    res = upsample(lr, model, opts, samples=samples, seed=seed, progress=step_progress, callback=callback, stop=stop)
+    if noise_sigma:  # noise-aware eps: its expected extra mean square residual
+        opts = dataclasses.replace(opts, eps=opts.eps + (noise_sigma / 255) ** 2)
+    res = upsample(lr, model, opts, samples=samples, seed=seed, progress=step_progress, callback=callback, stop=stop,
+                   operator=op)
     stopped = stop is not None and res.steps_taken < opts.steps and stop()
     for w in res.warnings:
         log(f"warning: {w}")
     entries = []
+    spec = _spec_text(res.operator)
     for k, tag in enumerate(_tags(samples)):
-        hr_path = save_image(res.images[k], out_dir / f"{stem}{tag}.png")
-        lr_path = save_image(res.downscaled[k], out_dir / f"{stem}{tag}_lr.png")
-        entry = {"input": str(path), "output": hr_path.name, "downscaled": lr_path.name,
+        text = _provenance(model, spec, res.seeds[k], res.eps)
+        hr_path = save_image(res.images[k], out_dir / f"{stem}{tag}.png", text=text)
+        lr_path = save_image(res.downscaled[k], out_dir / f"{stem}{tag}_lr.png", text=text)
+        res_path = save_image(enlarge(heat_map((res.downscaled[k] - lr).abs().mean(0) * RESIDUAL_GAIN)),
+                              out_dir / f"{stem}{tag}_residual.png", text=text)
+        entry = {"input": str(path), "output": hr_path.name, "downscaled": lr_path.name, "residual": res_path.name,
                  "success": bool(res.success[k]), "best_l2": float(res.best_l2[k]),
-                 "eps": res.eps, "best_step": int(res.best_step[k]), "steps": res.steps_taken,
+                 "eps": res.eps, "operator": res.operator, "lr_error": certificate(res.downscaled[k], lr, op.weight),
+                 "best_step": int(res.best_step[k]), "steps": res.steps_taken,
                  "seconds": round(res.seconds / samples, 3), "seed": res.seeds[k], "run": run_id, "key": key}
         if stopped:
             entry["stopped"] = True  # cut short on request: a rerun does it again
@@ -550,4 +582,58 @@ def _search_one(path, stem, lr, model, opts, samples, seed, key, run_id, out_dir
         if not entry["success"]:
             log(f"{stem}{tag}: no image found within eps={res.eps} (best L2 {entry['best_l2']:.2e}); "
                 f"written anyway and marked success=false")
+    if samples > 1:
+        # Where the K results disagree: what the input leaves to the generator.
+        spread = res.images.std(0).mean(0)
+        save_image(heat_map(spread / max(float(spread.max()), 1e-6)), out_dir / f"{stem}_spread.png",
+                   text=_provenance(model, spec, res.seeds[0], res.eps))
+        for e in entries:
+            e["spread"] = f"{stem}_spread.png"
+    log(f"{stem}: operator {spec}")
     return entries
+
+
+RESIDUAL_GAIN = 8  # |A(x) − y| × 8 in the residual maps
+
+
+def _spec_text(desc: dict) -> str:
+    """An operator description back as a spec-like string, for logs and PNG text."""
+    if "parts" in desc:
+        return "+".join(_spec_text(p) for p in desc["parts"])
+    name = desc["name"]
+    if name == "bicubic":
+        return f"bicubic:{desc['factor']}"
+    if name == "resize":
+        return f"resize:{desc['size'][0]}x{desc['size'][1]}"
+    if name == "box":
+        return f"box:{desc['block']}@{desc['offset'][0]},{desc['offset'][1]}"
+    if name == "nearest":
+        return f"nearest:{desc['factor']}@{desc['phase'][0]},{desc['phase'][1]}"
+    if name == "blur":
+        return f"blur:gauss:{desc['sigma']}" if desc["kind"] == "gauss" else \
+            f"blur:motion:{desc['length']},{desc['angle']}"
+    if name == "mask":
+        return f"mask:{desc['path']}"
+    return name
+
+
+def _provenance(model, spec: str, seed: int, eps: float) -> dict:
+    return {"Software": "pulse-sr (PULSE, Menon et al. 2020)",
+            "Description": "Synthesised by PULSE. This is an imaginary face made to match the input; it is not "
+                           "the person in the input and must not be used to identify anyone.",
+            "pulse:model": model.source, "pulse:operator": spec, "pulse:seed": str(seed), "pulse:eps": f"{eps:g}"}
+
+
+def certificate(downscaled, lr, weight=None) -> dict:
+    """How far A(x) is from the input y: the search's MSE, and RMSE and PSNR (dB) per channel."""
+    import torch
+
+    err = (downscaled.double() - lr.double()).square()
+    if weight is not None:
+        w = weight[0].double()
+        per_channel = (err * w).sum((1, 2)) / w.sum()
+    else:
+        per_channel = err.mean((1, 2))
+    rmse = per_channel.sqrt()
+    psnr = [round(float(10 * torch.log10(1 / v)), 3) if v > 0 else None for v in per_channel]
+    return {"mse": float(per_channel.mean()), "rmse": [float(v) for v in rmse], "psnr": psnr}

@@ -66,10 +66,9 @@ def _png_data_uri(x) -> str:
 
 def residual_map(downscaled, lr, gain: float = 8.0):
     """|DS(x) − y| averaged over channels, amplified by ``gain`` and shown as a heat map (3, h, w)."""
-    import torch
+    from ..images import heat_map
 
-    r = ((downscaled - lr).abs().mean(0) * gain).clamp(0, 1)
-    return torch.stack([r.clamp(0, 0.5) * 2, (r * 2 - 0.5).clamp(0, 1), (r * 2 - 1).clamp(0, 1)])
+    return heat_map((downscaled - lr).abs().mean(0) * gain)
 
 
 def _upscale_nearest(x, size: int):
