@@ -143,3 +143,16 @@ def test_baselines_upscale_exactly():
     assert near.shape == (1, 3, 16, 16) and torch.equal(near[..., ::4, ::4], lr)
     flat = torch.full((1, 3, 4, 4), 0.25)
     assert torch.allclose(upscale_bicubic(flat, 8), torch.full((1, 3, 32, 32), 0.25), atol=1e-7)
+
+
+def test_noise_aware_eps_for_gaussian_degradations(tmp_path):
+    G = tiny_model()
+    data = make_data(tmp_path / "hr", names=["a.png"])
+    res = evaluate(data, G, tmp_path / "out", PulseOptions(steps=1),
+                   EvalSettings(scale=4, runs=1, grid_images=0, degrade="gaussian:25,motion:3", noise_aware=True,
+                                batch=3))
+    rec = json.loads((tmp_path / "out" / "results.json").read_text())["per_image"][0]
+    eps = {c: rec["conditions"][c]["runs"][0]["eps"] for c in rec["conditions"]}
+    assert eps["clean"] == 2e-3 and eps["motion:3"] == 2e-3
+    assert eps["gaussian:25"] == pytest.approx(2e-3 + (25 / 255) ** 2)
+    assert res["settings"]["noise_aware"] is True

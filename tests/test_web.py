@@ -99,6 +99,8 @@ def test_an_uploaded_8x8_face_gives_k_images_and_badges(page, face8):
     page.wait_for_selector(".pulse-card", timeout=60_000)
     assert len(page.query_selector_all(".pulse-card")) == 2
     assert len(page.query_selector_all(".pulse-badge")) == 2
+    assert "operator bicubic:8" in page.inner_text(".pulse-card")
+    assert "Where the 2 faces disagree" in page.inner_text(".pulse-spread")  # the spread of K = 2
     assert re.search(r"\d/2 within ε=0\.002", page.inner_text("#status"))
     # "Download all": a zip of the PNGs (2 faces, their downscales and residuals, the spread) and report.json
     link = page.wait_for_selector("#download a[href]", timeout=10_000)

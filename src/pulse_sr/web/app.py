@@ -182,7 +182,7 @@ class Runner:
     # -- a search -------------------------------------------------------------
 
     def search(self, session: str, upload: Optional[str], example: str, model_name: str, lr_size: str,
-               samples: int, steps: int, seed, early_stop: bool, align: bool):
+               samples: int, steps: int, seed, early_stop: bool, align: bool, operator: str = ""):
         """Run one search; yields ("progress", text, fraction) and finally ("done", html, zip path, text)."""
         from ..errors import PulseError
         from ..pipelines.upsample import upsample_files
@@ -222,7 +222,7 @@ class Runner:
                 with self.lock:  # one search per device, whatever Gradio's queue does
                     report = upsample_files([src], model, run_dir / "out", opts, samples=samples, seed=seed,
                                             lr_size=size, align=align, progress=progress, log=log.append,
-                                            stop=flags["stop"].is_set)
+                                            stop=flags["stop"].is_set, operator=(operator or "").strip() or None)
                 events.put(("done", report))
             except Cancelled:
                 events.put(("cancelled",))
@@ -275,6 +275,7 @@ class Runner:
 
     def _cards(self, out: Path, report: dict, src: Path, model) -> str:
         from ..images import load_rgb, pil_to_tensor, read_image
+        from ..pipelines.upsample import _spec_text
 
         eps = report["options"]["eps"]
         size = model.resolution
@@ -300,8 +301,17 @@ class Runner:
             figs = "".join(f"<figure><img alt='{html.escape(n)}' src='{_png_data_uri(x)}'/>"
                            f"<figcaption>{html.escape(n)}</figcaption></figure>" for n, x in imgs)
             parts.append(f"<div class='pulse-card'><div class='pulse-head'>{badge} "
-                         f"<code>{html.escape(r['output'])}</code> · seed {r['seed']} · L2 {r['best_l2']:.2e} "
+                         f"<code>{html.escape(r['output'])}</code> · operator <code>"
+                         f"{html.escape(_spec_text(r.get('operator', {'name': '?'})))}</code> · seed {r['seed']} · "
+                         f"L2 {r['best_l2']:.2e} "
                          f"(ε {eps:g}) · {r['steps']} steps</div><div class='pulse-imgs'>{figs}</div></div>")
+        spread = out / report["results"][0].get("spread", "-")
+        if len(report["results"]) > 1 and spread.is_file():
+            x = _upscale_nearest(read_image(spread), 192) if size < 192 else read_image(spread)
+            parts.append(f"<div class='pulse-spread'><div class='pulse-head'>Where the {len(report['results'])} faces "
+                         f"disagree (per-pixel spread): bright is invented by the model, dark is pinned down by "
+                         f"the input</div><div class='pulse-imgs'><figure><img alt='spread' "
+                         f"src='{_png_data_uri(x)}'/></figure></div></div>")
         return "<div class='pulse-results'>" + "".join(parts) + "</div>"
 
     def _zip(self, run_dir: Path) -> Path:
@@ -321,7 +331,7 @@ class Runner:
 
 CSS = """
 .pulse-results { display: flex; flex-direction: column; gap: 12px; }
-.pulse-card { border: 1px solid #ccc; border-radius: 8px; padding: 8px; }
+.pulse-card, .pulse-spread { border: 1px solid #ccc; border-radius: 8px; padding: 8px; }
 .pulse-imgs { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-end; }
 .pulse-imgs figure { margin: 0; text-align: center; }
 .pulse-imgs img { image-rendering: pixelated; display: block; }
@@ -365,6 +375,8 @@ def build_app(runner: Runner):
                 seed = gr.Textbox("", label="Seed (empty: random)", elem_id="seed")
                 early = gr.Checkbox(False, label="Stop early once every sample is within ε", elem_id="early")
                 align = gr.Checkbox(False, label="Align: detect and crop the face in a photo", elem_id="align")
+                operator = gr.Textbox("", label="Operator (empty: detected; e.g. box:8@3,5, gray+bicubic:8, "
+                                      "blur:gauss:1.5)", elem_id="operator")
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id="run")
                     stop_btn = gr.Button("Stop (keep best so far)", elem_id="stop")
@@ -376,10 +388,10 @@ def build_app(runner: Runner):
                 download = gr.File(label="Download all (PNGs + report.json)", elem_id="download",
                                    interactive=False)
 
-        def run(upload, example, model, lr_size, samples, steps, seed, early, align, request: gr.Request,
+        def run(upload, example, model, lr_size, samples, steps, seed, early, align, operator, request: gr.Request,
                 progress=gr.Progress()):
             search = runner.search(request.session_hash, upload, example, model, lr_size, samples, steps,
-                                   seed, early, align)
+                                   seed, early, align, operator)
             try:
                 for ev in search:
                     if ev[0] == "progress":
@@ -394,7 +406,7 @@ def build_app(runner: Runner):
             finally:
                 search.close()
 
-        event = run_btn.click(run, [upload, example, model, lr_size, samples, steps, seed, early, align],
+        event = run_btn.click(run, [upload, example, model, lr_size, samples, steps, seed, early, align, operator],
                               [status, results, download], concurrency_limit=1, concurrency_id="search")
         stop_btn.click(_session_call(runner.stop), None, None, queue=False)
         cancel_btn.click(_session_call(runner.cancel), None, None, queue=False, cancels=[event])

@@ -24,6 +24,7 @@ figure grids under ``figures/`` are written from all per-image records.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -45,7 +46,7 @@ from ...search.losses import l2_per_sample
 from ..shards import PartLog, Ranks, clear_parts, interrupted, read_parts, split
 from .labels import load_labels
 from .report import write_figures, write_report, write_results
-from .settings import CLEAN, GRID_RUNS, EvalSettings, condition_seed, file_tag, signature
+from .settings import CLEAN, GRID_RUNS, EvalSettings, condition_eps, condition_seed, file_tag, signature
 from .summary import summarize
 
 
@@ -117,12 +118,22 @@ def _search_units(model, opts, s, conds, units, images, sig, out_dir, grid_names
     loaded = [(u, im) for u, im in loaded if not isinstance(im, PulseError)]
     if not loaded:
         return []
+    records = []
+    # Units whose eps differs (noise-aware conditions) cannot share a search: one per eps, in order.
+    for eps in dict.fromkeys(condition_eps(opts.eps, conds[c], s.noise_aware) for (_, c, _), _ in loaded):
+        group = [(u, im) for u, im in loaded if condition_eps(opts.eps, conds[u[1]], s.noise_aware) == eps]
+        records += _search_group(model, dataclasses.replace(opts, eps=eps), s, conds, group, use_niqe, sig,
+                                 out_dir, grid_names)
+    return records
+
+
+def _search_group(model, opts, s, conds, loaded, use_niqe, sig, out_dir, grid_names) -> List[dict]:
     lr_in = torch.stack([_unit_input(conds[c], n, s, im[0], im[1]) for (n, c, k), im in loaded])
     res = upsample(lr_in, model, opts, samples=1, seed=[s.seed + k for (_, _, k), _ in loaded])
     records = []
     for j, ((name, cname, k), (hr, lr_clean, resized)) in enumerate(loaded):
         sr, ds = res.images[j], res.downscaled[j]
-        run = {"seed": res.seeds[j], "success": bool(res.success[j]), "best_l2": float(res.best_l2[j]),
+        run = {"seed": res.seeds[j], "success": bool(res.success[j]), "best_l2": float(res.best_l2[j]), "eps": res.eps,
                "l2_clean": float(l2_per_sample(ds[None].double(), lr_clean[None].double())[0]),
                "l2_input": float(l2_per_sample(ds[None].double(), lr_in[j:j + 1].double())[0]),
                "steps": res.steps_taken}

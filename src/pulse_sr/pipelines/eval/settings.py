@@ -29,6 +29,8 @@ class EvalSettings:
     labels: Optional[str] = option(None, "'utkface' (age_gender_race_* names) or a CSV of file,group[,...].")
     degrade: str = option("", "Also run on degraded inputs, e.g. gaussian:25,gaussian:50,motion:100,saltpepper:0.05 "
                             "(the paper's Sec. 5).")
+    noise_aware: bool = option(False, "For gaussian:σ degradations, search with eps + (σ/255)², the expected extra "
+                                      "mean square residual of that noise (as pulse upsample --noise-sigma).")
     seed: int = option(0, "Seed of run 0 (run k uses seed+k); also seeds the degradations.")
     batch: int = option(1, "Units (image, condition, run) searched together in one batch. More is faster on a "
                            "CPU or a GPU that one small search leaves idle, but changes the numbers (float "
@@ -56,10 +58,17 @@ class EvalSettings:
 def signature(model, opts: PulseOptions, s: EvalSettings, degradations: Sequence[Degradation]) -> dict:
     """Everything a per-image record depends on; a record with another signature is redone."""
     return {"format": EVAL_FORMAT, "model": model.source, "resolution": model.resolution,
-            "scale": s.scale, "runs": s.runs, "seed": s.seed, "batch": s.batch,
+            "scale": s.scale, "runs": s.runs, "seed": s.seed, "batch": s.batch, "noise_aware": s.noise_aware,
             "degradations": [d.name for d in degradations],
             "niqe": s.niqe and model.resolution >= BLOCK_SIZE, "niqe_color": s.niqe_color,
             "options": opts.to_dict()}
+
+
+def condition_eps(eps: float, degradation: Optional[Degradation], noise_aware: bool) -> float:
+    """The eps a condition's searches use: with ``noise_aware``, gaussian:σ adds (σ/255)²."""
+    if noise_aware and degradation is not None and degradation.name.startswith("gaussian:"):
+        return eps + (degradation.params[0] / 255) ** 2
+    return eps
 
 
 def condition_seed(seed: int, name: str, condition: str) -> int:
