@@ -178,6 +178,7 @@ def test_stop_keeps_the_best_so_far_and_cancel_ends_the_search(page, face8):
     start(page, face8, steps=2000, samples=1)
     page.wait_for_function("document.querySelector('#status').innerText.startsWith('step')", timeout=60_000)
     page.click("#cancel")
+    page.wait_for_function("document.querySelector('#status').innerText.trim() === 'Cancelled.'", timeout=30_000)
     t = time.monotonic()
     # The device is free again at once: a short run right after (same upload) finishes, not 2000 steps later.
     start(page, None, steps=5, samples=1)

@@ -409,15 +409,16 @@ def build_app(runner: Runner):
         event = run_btn.click(run, [upload, example, model, lr_size, samples, steps, seed, early, align, operator],
                               [status, results, download], concurrency_limit=1, concurrency_id="search")
         stop_btn.click(_session_call(runner.stop), None, None, queue=False)
-        cancel_btn.click(_session_call(runner.cancel), None, None, queue=False, cancels=[event])
+        cancel_btn.click(_session_call(runner.cancel, "Cancelled."), None, [status], queue=False, cancels=[event])
     return app
 
 
-def _session_call(method):
+def _session_call(method, says=None):
     import gradio as gr
 
     def call(request: gr.Request):
         method(request.session_hash)
+        return says
     return call
 
 
