@@ -68,3 +68,21 @@ def test_a_stopped_input_is_marked_and_redone_by_a_rerun(tmp_path):
     again = upsample_files(files, m, out, PulseOptions(steps=20), seed=0, log=logs.append)
     assert not any("done in an earlier run" in line for line in logs)
     assert [r["steps"] for r in again["results"]] == [20, 20] and "stopped" not in again
+
+
+def test_a_port_in_use_is_one_line_and_leaves_no_temp_folder(tmp_path, monkeypatch):
+    import socket
+    import tempfile
+
+    from click.testing import CliRunner
+
+    from pulse_sr.cli import main
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        r = CliRunner().invoke(main, ["serve", "--port", str(port), "--device", "cpu"])
+    assert r.exit_code == 1 and f"cannot serve on 127.0.0.1:{port}" in r.output
+    assert not list(tmp_path.glob("pulse-serve-*"))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
+from ..errors import EXIT_ERROR
 from .common import echo_err
 
 
@@ -30,4 +33,9 @@ def serve(host, port, model, device, max_mb, max_mp):
                  f"compute; there is no login")
     settings = ServeSettings(host=host, port=port, model=model, device=device, max_bytes=max_mb * 2 ** 20,
                              max_pixels=int(max_mp * 1e6))
-    run_server(settings, log=echo_err)
+    try:
+        run_server(settings, log=echo_err)
+    except OSError as exc:
+        echo_err(f"error: cannot serve on {host}:{port} ({exc.strerror or exc}); choose another --port "
+                 f"(0: any free one)")
+        sys.exit(EXIT_ERROR)
