@@ -179,3 +179,50 @@ def test_upsample_detects_the_operator_and_writes_its_certificate(tmp_path):
     r = CliRunner().invoke(main, ["upsample", str(tmp_path / "in" / "odd.png"), "--out", str(tmp_path / "o2"),
                                   "--model", str(model), "--steps", "1", "--operator", "box:4@9"])
     assert r.exit_code == 2 and "odd.png: box:B@ox,oy: expected 2 numbers" in r.output
+
+
+# ---------------------------------------------------------------------------
+# The warp into a photo (pulse upsample --align on LR photos)
+
+
+def test_warp_of_an_axis_aligned_frame_is_block_means_and_masks_what_the_frame_misses():
+    from pulse_sr.ops.operators import Warp
+
+    hr = torch.rand(2, 3, 64, 64, dtype=torch.float64)
+    op = Warp([[4, 0, -40], [0, 4, -80]], (10, 20, 16, 16), 64)  # photo pixel = 4×4 model pixels
+    assert torch.allclose(op(hr), torch.nn.functional.avg_pool2d(hr, 4))
+    assert op.weight.sum() == 256 and op.describe()["photo_px_per_model_px"] == 0.25
+    wide = Warp([[4, 0, -40], [0, 4, -80]], (8, 20, 20, 16), 64)  # two columns each side outside
+    assert wide.weight[0, 0, 0].tolist() == [0, 0] + [1] * 16 + [0, 0]
+    x = torch.rand(1, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+    small = Warp([[1.9, 0.4, -3], [-0.4, 1.9, 2]], (0, 0, 6, 6), 16)  # rotated: bilinear, differentiable
+    assert torch.autograd.gradcheck(lambda t: small(t), (x,), eps=1e-6, atol=1e-5)
+
+
+def test_align_on_a_lr_photo_measures_its_own_pixels(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from pulse_sr.align import FaceDetectorUnavailable
+    from pulse_sr.align import detection
+    from pulse_sr.cli import main
+
+    skimage_data = pytest.importorskip("skimage.data")
+    try:
+        detection._dlib_models()
+    except FaceDetectorUnavailable:
+        pytest.skip("dlib and its landmark model are not installed (pulse-sr[align])")
+    photo = tmp_path / "astronaut96.png"
+    Image.fromarray(skimage_data.astronaut()).resize((96, 96), Image.LANCZOS).save(photo)
+    for mode, name in (("warp", "warp"), ("resample", "bicubic")):
+        out = tmp_path / mode
+        r = CliRunner().invoke(main, ["upsample", "--align", "--align-operator", mode, str(photo), "--out", str(out),
+                                      "--steps", "2", "--seed", "0"])
+        assert r.exit_code in (0, 3), r.output
+        e = json.loads((out / "report.json").read_text())["results"][0]
+        assert e["operator"]["name"] == name and e["output"] == "astronaut96_face0.png"
+        if mode == "warp":
+            x0, y0, w, h = e["operator"]["box"]
+            assert 10 <= w <= 40 and 10 <= h <= 40  # the face's own pixels in the 96-px photo
+            assert Image.open(out / e["downscaled"]).size == (w, h)

@@ -94,3 +94,19 @@ def demo_photo(model, lr_size: int):
         raise InputImageError("no face found in the astronaut photo")
     hr, lr = crops[0]
     return pil_to_tensor(lr), pil_to_tensor(hr)
+
+
+def face_frames(image, model) -> Optional[List[np.ndarray]]:
+    """For every face of a photo, largest first, the 2×3 similarity from photo coordinates to
+    ``model``'s frame (what :func:`align_face` warps with); None for FFHQ-style models, whose
+    crop is not one similarity of the landmarks."""
+    from .templates import landmark_points, template_points
+
+    template = template_for(model)
+    if isinstance(template, str):
+        return None
+    size = int(model.resolution)
+    from .geometry import similarity_transform
+
+    return [similarity_transform(landmark_points(face.landmarks), template_points(template, size))
+            for face in detect_faces(_as_rgb(image))]

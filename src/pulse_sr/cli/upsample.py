@@ -31,6 +31,10 @@ MAX_SAMPLES = 256  # One batch holds every sample of an input: more is a typo, n
 @click.option("--lr-size", type=click.IntRange(1, 4096), default=None,
               help="Resize inputs to this square LR size first (at most the model's resolution; e.g. 8 for 64 px).")
 @click.option("--align", "do_align", is_flag=True, help="Detect and align faces in ordinary photos first.")
+@click.option("--align-operator", type=click.Choice(["warp", "resample"]), default="warp", show_default=True,
+              help="With --align: 'warp' keeps a LR photo's own pixels around each face as the measurement, "
+                   "through the warp into the model's frame (faces as large as the frame fall back to "
+                   "'resample'); 'resample' aligns and downscales each face first.")
 @click.option("--operator", default=None, metavar="SPEC",
               help="The forward model the result must match through, e.g. bicubic:8, resize:13x13, box:8@3,5 "
                    "(pixelation, block 8, grid offset 3,5), nearest:8@0, blur:gauss:1.5, blur:motion:9,30, gray, "
@@ -42,7 +46,7 @@ MAX_SAMPLES = 256  # One batch holds every sample of an input: more is a typo, n
 @click.option("--device", default=None, help="cpu, cuda or mps (default: best available).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def upsample(inputs, out_dir, model, mapping, gaussian_fit, samples, seed, save_intermediate, lr_size, do_align,
-             operator, noise_sigma, device, quiet, **search):
+             align_operator, operator, noise_sigma, device, quiet, **search):
     """Find HR faces that downscale to each INPUT (files or folders of PNG/JPEG/WebP/BMP).
 
     Writes <name>.png (or <name>_<k>.png), <name>_lr.png (the downscale of each
@@ -69,7 +73,7 @@ def upsample(inputs, out_dir, model, mapping, gaussian_fit, samples, seed, save_
         log = rank_log(ranks)
         with StepBars(enabled=not quiet and ranks.main) as bars:
             report = upsample_files(files, pulse_model, out_dir, opts, samples=samples, seed=seed, lr_size=lr_size,
-                                    align=do_align, device=dev, save_intermediate=save_intermediate,
+                                    align=align_operator if do_align else False, device=dev, save_intermediate=save_intermediate,
                                     progress=bars, log=log, ranks=ranks, operator=operator,
                                     noise_sigma=noise_sigma)
     if not ranks.main:

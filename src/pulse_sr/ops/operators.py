@@ -189,6 +189,47 @@ class Mask(Operator):
         return {"name": "mask", "path": self.path, "known": float(self.known.float().mean())}
 
 
+class Warp(Operator):
+    """The model frame seen in a photo: the photo's own pixels around a face are the measurement.
+
+    ``to_frame`` is the 2×3 similarity from photo coordinates to model-frame
+    coordinates (pixel corners at integers, as PIL's transforms use), ``box`` the
+    photo region (x0, y0, w, h) that the frame covers. Each photo pixel of the
+    box becomes the average of the HR face over its footprint: the face is
+    area-resized to about the photo's scale, then sampled bilinearly at the
+    pixel's centre. Pixels whose footprint leaves the frame do not count.
+    Made for faces smaller in the photo than the model's frame (a LR photo).
+    """
+
+    name = "warp"
+
+    def __init__(self, to_frame, box: Tuple[int, int, int, int], resolution: int):
+        M = torch.as_tensor(to_frame, dtype=torch.float64)
+        self.to_frame, self.box, self.resolution = M, tuple(int(v) for v in box), int(resolution)
+        x0, y0, w, h = self.box
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + y0 + 0.5,
+                                torch.arange(w, dtype=torch.float64) + x0 + 0.5, indexing="ij")
+        qx = M[0, 0] * xs + M[0, 1] * ys + M[0, 2]
+        qy = M[1, 0] * xs + M[1, 1] * ys + M[1, 2]
+        self.scale = float(torch.linalg.det(M[:, :2]).abs().sqrt())  # model pixels per photo pixel
+        half, R = self.scale / 2, float(resolution)
+        inside = (qx >= half) & (qx <= R - half) & (qy >= half) & (qy <= R - half)
+        if not bool(inside.any()):
+            raise OperatorSpecError("the face's frame covers no whole pixel of the photo")
+        self.weight = inside.float()[None, None]
+        self.size = max(1, min(self.resolution, round(self.resolution / self.scale)))
+        self.grid = torch.stack([qx / R * 2 - 1, qy / R * 2 - 1], dim=-1).float()[None]  # (1, h, w, 2)
+
+    def __call__(self, hr):
+        x = hr if self.size >= hr.shape[-1] else F.interpolate(hr, size=(self.size, self.size), mode="area")
+        grid = self.grid.to(hr.device, hr.dtype).expand(hr.shape[0], -1, -1, -1)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def describe(self):
+        return {"name": "warp", "box": list(self.box), "photo_px_per_model_px": round(1 / self.scale, 4),
+                "to_frame": [[round(float(v), 6) for v in row] for row in self.to_frame]}
+
+
 @dataclass
 class Custom(Operator):
     """Any differentiable ``fn(hr) -> lr`` (Python API only)."""

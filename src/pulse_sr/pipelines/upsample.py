@@ -207,10 +207,16 @@ def write_report(report: dict, path: Path) -> None:
 def prepare_lr(path: Path, name: str, model, lr_size: Optional[int], align: bool,
                notes: Optional[List[str]] = None, operator: Optional[str] = None) -> List[tuple]:
     """Return [(output name, lr_tensor, forward operator)] for one input file (several with
-    ``align``, one per face). Without an ``operator`` spec the operator is detected from the
+    ``align``, one per face). With ``align`` (True or "warp") a LR photo's own pixels around each
+    face are the measurement, through the warp into the model's frame; ``align="resample"`` (or
+    faces as large as the model's frame) aligns and downscales each face first. Without an ``operator`` spec the operator is detected from the
     input: a mosaic gets ``box``, a grayscale input ``gray``, the rest ``bicubic`` or ``resize``."""
     img = load_rgb(path, notes)
     if align:
+        if align != "resample" and operator is None and lr_size is None:
+            faces = _faces_in_the_photo(path, img, name, model, notes)
+            if faces is not None:
+                return faces
         from ..align import align_photo_for_model
         crops = align_photo_for_model(img, model, lr_size)
         if not crops:
@@ -222,6 +228,47 @@ def prepare_lr(path: Path, name: str, model, lr_size: Optional[int], align: bool
         img = img.resize((lr_size, lr_size), Image.BICUBIC)
     x = pil_to_tensor(img)
     return [(name, x, _operator_for(path, x, model, operator))]
+
+
+def _faces_in_the_photo(path: Path, img, name: str, model, notes: Optional[List[str]]) -> Optional[List[tuple]]:
+    """With ``--align``: the photo's own pixels around each face, measured through the warp into the
+    model's frame (ops.operators.Warp), so nothing is resampled before the search. None (and a note)
+    when the faces are as large as the model's frame or larger, or the model's crop is FFHQ's: then
+    the faces are aligned and downscaled as before."""
+    import math
+
+    import numpy as np
+
+    from ..align.crops import face_frames
+    from ..ops.operators import Compose, Warp
+
+    frames = face_frames(img, model)
+    if frames is None:
+        return None
+    if not frames:
+        raise InputImageError(f"{path}: no face found")
+    R = model.resolution
+    out = []
+    for k, M in enumerate(frames):
+        scale = math.sqrt(abs(np.linalg.det(M[:, :2])))  # model pixels per photo pixel
+        if scale < 1:
+            if notes is not None:
+                notes.append(f"{path}: face {k} spans {R / scale:.0f} px, more than the model's {R}: aligned and "
+                             f"downscaled to the model's frame first")
+            return None
+        A = np.linalg.inv(M[:, :2])
+        corners = (np.array([[0, 0], [R, 0], [0, R], [R, R]], dtype=np.float64) - M[:, 2]) @ A.T
+        x0, y0 = np.floor(corners.min(0)).astype(int)
+        x1, y1 = np.ceil(corners.max(0)).astype(int)
+        x0, y0 = max(0, int(x0)), max(0, int(y0))
+        x1, y1 = min(img.size[0], int(x1)), min(img.size[1], int(y1))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        y = pil_to_tensor(img.crop((x0, y0, x1, y1)))
+        out.append((f"{name}_face{k}", y, Compose([Warp(M, (x0, y0, x1 - x0, y1 - y0), R)])))
+    if not out:
+        raise InputImageError(f"{path}: the faces' frames fall outside the photo")
+    return out
 
 
 def _operator_for(path: Path, x, model, spec: Optional[str]):
@@ -614,6 +661,9 @@ def _spec_text(desc: dict) -> str:
             f"blur:motion:{desc['length']},{desc['angle']}"
     if name == "mask":
         return f"mask:{desc['path']}"
+    if name == "warp":
+        x0, y0, w, h = desc["box"]
+        return f"warp:{w}x{h}@{x0},{y0}"
     return name
 
 
