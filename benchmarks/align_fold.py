@@ -4,7 +4,7 @@ downscaling first, with the LR-space error of both measured in the photo's own p
     python benchmarks/align_fold.py [--utkface ../shared/data/utkface/test] [--n 10] [--size 40]
 
 Photos: scikit-image's astronaut shrunk to 96, 128 and 160 px, and N UTKFace test
-crops shrunk to --size px and padded by reflection to twice that (faces smaller
+crops shrunk to --size px and padded with their edge pixels to twice that (faces smaller
 than the 64-px model's frame: LR photos for it). Both paths run the bundled model with the same seed and default
 settings. The error of a result x is the masked MSE between Warp(x) and the
 photo region Warp measures, so both are judged on the photo's pixels.
@@ -47,8 +47,8 @@ def main(argv=None):
             for q in random.Random(0).sample(files, args.n):
                 p = tmp / f"{q.stem}_{args.size}.png"
                 small = np.asarray(load_rgb(q).resize((args.size, args.size), Image.LANCZOS))
-                pad = args.size // 2  # a photo around the face, by reflection, so that the face is LR in it
-                Image.fromarray(np.pad(small, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")).save(p)
+                pad = args.size // 2  # a photo around the face (its edge pixels repeated): the face is LR in it
+                Image.fromarray(np.pad(small, ((pad, pad), (pad, pad), (0, 0)), mode="edge")).save(p)
                 photos.append(p)
         rows = []
         for p in photos:
