@@ -10,7 +10,8 @@ from pulse_sr import upsample
 from pulse_sr.images import save_image
 from pulse_sr.pipelines.upsample import upsample_files
 from pulse_sr.search import PulseOptions
-from pulse_sr.web.app import Runner, ServeSettings, UploadError, residual_map
+from pulse_sr.images import residual_map
+from pulse_sr.web.app import Runner, ServeSettings, UploadError
 
 from conftest import tiny_model
 

@@ -146,10 +146,16 @@ def save_image(x, path, text: Optional[dict] = None) -> Path:
 
 def heat_map(x):
     """A (h, w) tensor in [0, 1] as a black → red → yellow → white (3, h, w) image."""
-    import torch
-
     x = x.clamp(0, 1)
     return torch.stack([(x * 2).clamp(0, 1), (x * 2 - 0.5).clamp(0, 1), (x * 2 - 1).clamp(0, 1)])
+
+
+RESIDUAL_GAIN = 8  # |A(x) − y| × 8 in residual maps
+
+
+def residual_map(downscaled, lr, gain: float = RESIDUAL_GAIN):
+    """|A(x) − y| averaged over channels, amplified by ``gain``, as a heat map (3, h, w)."""
+    return heat_map((downscaled - lr).abs().mean(0) * gain)
 
 
 def enlarge(x, at_least: int = 128):

@@ -57,7 +57,8 @@ def upsample(inputs, out_dir, model, mapping, gaussian_fit, samples, seed, save_
     """
     from ..images import expand_inputs
     from ..pipelines.shards import session
-    from ..pipelines.upsample import _spec_text as _spec, upsample_files
+    from ..ops.operators import spec_text
+    from ..pipelines.upsample import upsample_files
 
     opts = options_from_kwargs(PulseOptions, search)
     validate_options(opts)
@@ -81,7 +82,7 @@ def upsample(inputs, out_dir, model, mapping, gaussian_fit, samples, seed, save_
     ok = sum(1 for r in report["results"] if r.get("success"))
     bad = len(report["errors"])
     total = len(report["results"])
-    ops = sorted({_spec(r["operator"]) for r in report["results"] if "operator" in r})
+    ops = sorted({spec_text(r["operator"]) for r in report["results"] if "operator" in r})
     used = f"; operator {', '.join(ops)}" if ops else ""
     echo_err(f"{ok}/{total} results within eps={report['results'][0]['eps'] if total else opts.eps}{used}; "
              f"{bad} input(s) failed; report: {out_dir / 'report.json'}" + sharded_exit_note(ranks, report["exit_code"]))

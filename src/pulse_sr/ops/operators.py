@@ -264,10 +264,6 @@ class Compose(Operator):
             return self.ops[0].describe()
         return {"name": "+".join(op.name for op in self.ops), "parts": [op.describe() for op in self.ops]}
 
-    @property
-    def resampling(self) -> Optional[Operator]:
-        return next((op for op in self.ops if isinstance(op, (Bicubic, Resize, Box, Nearest))), None)
-
 
 # ---------------------------------------------------------------------------
 # Defaults and specs
@@ -467,7 +463,7 @@ def detect_mosaic(lr: torch.Tensor, max_block: int = 16) -> Optional[Tuple[int, 
     return b, (sx[b][0], sy[b][0])
 
 
-def auto_operator(lr: torch.Tensor, resolution: int, gray: Optional[bool] = None) -> Compose:
+def auto_operator(lr: torch.Tensor, resolution: int) -> Compose:
     """The operator for an input with no ``--operator``: a detected mosaic gets ``box``, else
     ``bicubic`` or ``resize``; ``gray`` joins when the input is grayscale."""
     h, w = lr.shape[-2:]
@@ -477,14 +473,30 @@ def auto_operator(lr: torch.Tensor, resolution: int, gray: Optional[bool] = None
         ops.append(Box(mosaic[0], mosaic[1], (h, w)))
     else:
         ops.append(default_resampling(h, w, resolution))
-    if gray if gray is not None else is_gray(lr):
+    if is_gray(lr):
         ops.append(Gray())
     return Compose(ops)
 
 
-def weighted_l2(lr_gen: torch.Tensor, lr_ref: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
-    """Per-sample mean squared error over the known pixels (all of them without a weight)."""
-    if weight is None:
-        return (lr_gen - lr_ref).square().mean(dim=(1, 2, 3))
-    w = weight.to(lr_gen.device, lr_gen.dtype)
-    return ((lr_gen - lr_ref).square() * w).sum(dim=(1, 2, 3)) / (w.sum() * lr_gen.shape[1])
+def spec_text(desc: dict) -> str:
+    """A ``describe()`` dict back as a spec string (``box:8@3,5+gray``), for logs, reports and PNG text."""
+    if "parts" in desc:
+        return "+".join(spec_text(p) for p in desc["parts"])
+    name = desc["name"]
+    if name == "bicubic":
+        return f"bicubic:{desc['factor']}"
+    if name == "resize":
+        return f"resize:{desc['size'][0]}x{desc['size'][1]}"
+    if name == "box":
+        return f"box:{desc['block']}@{desc['offset'][0]},{desc['offset'][1]}"
+    if name == "nearest":
+        return f"nearest:{desc['factor']}@{desc['phase'][0]},{desc['phase'][1]}"
+    if name == "blur":
+        return f"blur:gauss:{desc['sigma']}" if desc["kind"] == "gauss" else \
+            f"blur:motion:{desc['length']},{desc['angle']}"
+    if name == "mask":
+        return f"mask:{desc['path']}"
+    if name == "warp":
+        x0, y0, w, h = desc["box"]
+        return f"warp:{w}x{h}@{x0},{y0}"
+    return name

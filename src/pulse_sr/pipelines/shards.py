@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -154,6 +155,11 @@ def session(device=None, env=None) -> Iterator[Tuple[Ranks, object]]:
     # After an exception there is no barrier: the rank exits non-zero and torchrun ends the job.
     dist.barrier()
     dist.destroy_process_group()
+
+
+def digest(obj) -> str:
+    """A short, stable key for JSON-able settings: how runs and units are recognised on resume."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def split(items: Sequence[T], ranks: Ranks) -> List[T]:

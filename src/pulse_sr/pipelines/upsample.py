@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import hashlib
 import json
 import math
 import os
@@ -36,11 +35,11 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from ..errors import EXIT_ERROR, InputImageError, InputSizeError, PulseError, exit_code
 from ..hub.download import sha256_file
-from ..images import enlarge, heat_map, load_rgb, pil_to_tensor, save_image
-from ..ops.operators import auto_operator, parse_operator
+from ..images import enlarge, heat_map, load_rgb, pil_to_tensor, residual_map, save_image
+from ..ops.operators import auto_operator, parse_operator, spec_text
 from ..runtime import tune
 from ..search import PulseOptions, upsample
-from .shards import PartLog, Ranks, clear_parts, interrupted, read_parts, split
+from .shards import PartLog, Ranks, clear_parts, digest, interrupted, read_parts, split
 
 IMAGINARY_NOTE = ("Outputs are imaginary faces generated to match the input; they do not recover "
                   "the real person and must not be used for identification.")
@@ -169,10 +168,6 @@ def _settings(model, opts: PulseOptions, samples: int, lr_size: Optional[int], a
             "noise_sigma": noise_sigma}
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def read_report(out_dir: Path) -> dict:
     """The report of earlier runs in ``out_dir``; {} if there is none or it is unreadable."""
     try:
@@ -235,8 +230,6 @@ def _faces_in_the_photo(path: Path, img, name: str, model, notes: Optional[List[
     model's frame (ops.operators.Warp), so nothing is resampled before the search. None (and a note)
     when the faces are as large as the model's frame or larger, or the model's crop is FFHQ's: then
     the faces are aligned and downscaled as before."""
-    import math
-
     import numpy as np
 
     from ..align.crops import face_frames
@@ -394,7 +387,7 @@ def _new_report(previous: dict, settings: dict, run_id: str, files: Sequence[Pat
 
 def _input_key(path: Path, run_id: str) -> Optional[str]:
     try:
-        return _digest([run_id, sha256_file(path)[:16]]) if path.is_file() else None
+        return digest([run_id, sha256_file(path)[:16]]) if path.is_file() else None
     except OSError:
         return None
 
@@ -415,7 +408,7 @@ def _run(files, model, out_dir, opts, samples, seed, lr_size, align, device, sav
     seed = _choose_seed(previous, seed, model, opts, samples, lr_size, align, out_dir, log, operator,
                                     noise_sigma)
     settings = _settings(model, opts, samples, lr_size, align, seed, operator, noise_sigma)
-    run_id = _digest(settings)
+    run_id = digest(settings)
     names = plan_names(files, samples, align)
     report = _new_report(previous, settings, run_id, files)
     report_path = out_dir / REPORT
@@ -503,7 +496,7 @@ def _run_sharded(files, model, out_dir, opts, samples, seed, lr_size, align, dev
                 previous = read_previous(out_dir)
                 seed = _choose_seed(previous, seed, model, opts, samples, lr_size, align, out_dir, log, operator,
                                     noise_sigma)
-                run_id = _digest(_settings(model, opts, samples, lr_size, align, seed, operator, noise_sigma))
+                run_id = digest(_settings(model, opts, samples, lr_size, align, seed, operator, noise_sigma))
                 keys = [_input_key(path, run_id) for path in files]
                 todo = [i for i, (path, key) in enumerate(zip(files, keys))
                         if not (key and _done_before(previous, key, out_dir) is not None)]
@@ -518,7 +511,7 @@ def _run_sharded(files, model, out_dir, opts, samples, seed, lr_size, align, dev
             raise OutputFolderError(plan["error"])
         seed, keys = plan["seed"], plan["keys"]
         settings = _settings(model, opts, samples, lr_size, align, seed, operator, noise_sigma)
-        run_id = _digest(settings)
+        run_id = digest(settings)
         names = plan_names(files, samples, align)
         dev = tune(device)
         model = model.to(dev)
@@ -530,7 +523,7 @@ def _run_sharded(files, model, out_dir, opts, samples, seed, lr_size, align, dev
                 part.write({"event": "run", "run": run_id, "settings": settings})
             for i in split(plan["todo"], ranks):
                 path, key = files[i], keys[i]
-                unit = key or _digest([run_id, str(path)])
+                unit = key or digest([run_id, str(path)])
                 part.write({"event": "start", "unit": unit, "input": str(path), "rank": ranks.rank,
                             "world": ranks.world, "pid": os.getpid()})
                 entries, error, fatal = _one_input(path, names[path], key, model, opts, samples, seed, lr_size,
@@ -567,7 +560,7 @@ def _merge(files, out_dir, keys, run_id, settings, lost, stopped_all, log) -> di
             mine += done
             report["results"] += done
         else:
-            error = errors.get(key or _digest([run_id, str(path)]))
+            error = errors.get(key or digest([run_id, str(path)]))
             if error is not None:
                 report["errors"].append(error)
     if lost:
@@ -611,12 +604,12 @@ def _search_one(path, stem, lr, op, model, opts, samples, seed, key, run_id, out
     for w in res.warnings:
         log(f"warning: {w}")
     entries = []
-    spec = _spec_text(res.operator)
+    spec = spec_text(res.operator)
     for k, tag in enumerate(_tags(samples)):
         text = _provenance(model, spec, res.seeds[k], res.eps)
         hr_path = save_image(res.images[k], out_dir / f"{stem}{tag}.png", text=text)
         lr_path = save_image(res.downscaled[k], out_dir / f"{stem}{tag}_lr.png", text=text)
-        res_path = save_image(enlarge(heat_map((res.downscaled[k] - lr).abs().mean(0) * RESIDUAL_GAIN)),
+        res_path = save_image(enlarge(residual_map(res.downscaled[k], lr)),
                               out_dir / f"{stem}{tag}_residual.png", text=text)
         entry = {"input": str(path), "output": hr_path.name, "downscaled": lr_path.name, "residual": res_path.name,
                  "success": bool(res.success[k]), "best_l2": float(res.best_l2[k]),
@@ -638,33 +631,6 @@ def _search_one(path, stem, lr, op, model, opts, samples, seed, key, run_id, out
             e["spread"] = f"{stem}_spread.png"
     log(f"{stem}: operator {spec}")
     return entries
-
-
-RESIDUAL_GAIN = 8  # |A(x) − y| × 8 in the residual maps
-
-
-def _spec_text(desc: dict) -> str:
-    """An operator description back as a spec-like string, for logs and PNG text."""
-    if "parts" in desc:
-        return "+".join(_spec_text(p) for p in desc["parts"])
-    name = desc["name"]
-    if name == "bicubic":
-        return f"bicubic:{desc['factor']}"
-    if name == "resize":
-        return f"resize:{desc['size'][0]}x{desc['size'][1]}"
-    if name == "box":
-        return f"box:{desc['block']}@{desc['offset'][0]},{desc['offset'][1]}"
-    if name == "nearest":
-        return f"nearest:{desc['factor']}@{desc['phase'][0]},{desc['phase'][1]}"
-    if name == "blur":
-        return f"blur:gauss:{desc['sigma']}" if desc["kind"] == "gauss" else \
-            f"blur:motion:{desc['length']},{desc['angle']}"
-    if name == "mask":
-        return f"mask:{desc['path']}"
-    if name == "warp":
-        x0, y0, w, h = desc["box"]
-        return f"warp:{w}x{h}@{x0},{y0}"
-    return name
 
 
 def _provenance(model, spec: str, seed: int, eps: float) -> dict:

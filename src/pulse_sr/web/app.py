@@ -64,13 +64,6 @@ def _png_data_uri(x) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def residual_map(downscaled, lr, gain: float = 8.0):
-    """|DS(x) − y| averaged over channels, amplified by ``gain`` and shown as a heat map (3, h, w)."""
-    from ..images import heat_map
-
-    return heat_map((downscaled - lr).abs().mean(0) * gain)
-
-
 def _upscale_nearest(x, size: int):
     import torch.nn.functional as F
 
@@ -274,8 +267,8 @@ class Runner:
                                             f"{took:.1f} s{stopped}.")
 
     def _cards(self, out: Path, report: dict, src: Path, model) -> str:
-        from ..images import load_rgb, pil_to_tensor, read_image
-        from ..pipelines.upsample import _spec_text
+        from ..images import load_rgb, pil_to_tensor, read_image, residual_map
+        from ..ops.operators import spec_text
 
         eps = report["options"]["eps"]
         size = model.resolution
@@ -302,7 +295,7 @@ class Runner:
                            f"<figcaption>{html.escape(n)}</figcaption></figure>" for n, x in imgs)
             parts.append(f"<div class='pulse-card'><div class='pulse-head'>{badge} "
                          f"<code>{html.escape(r['output'])}</code> · operator <code>"
-                         f"{html.escape(_spec_text(r.get('operator', {'name': '?'})))}</code> · seed {r['seed']} · "
+                         f"{html.escape(spec_text(r.get('operator', {'name': '?'})))}</code> · seed {r['seed']} · "
                          f"L2 {r['best_l2']:.2e} "
                          f"(ε {eps:g}) · {r['steps']} steps</div><div class='pulse-imgs'>{figs}</div></div>")
         spread = out / report["results"][0].get("spread", "-")

@@ -25,7 +25,6 @@ figure grids under ``figures/`` are written from all per-image records.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import secrets
@@ -43,7 +42,7 @@ from ...ops.resample import bicubic_downscale, check_lr_size, upscale_bicubic, u
 from ...runtime import tune
 from ...search import PulseOptions, upsample
 from ...search.losses import l2_per_sample
-from ..shards import PartLog, Ranks, clear_parts, interrupted, read_parts, split
+from ..shards import PartLog, Ranks, clear_parts, digest, interrupted, read_parts, split
 from .labels import load_labels
 from .report import write_figures, write_report, write_results
 from .settings import CLEAN, GRID_RUNS, EvalSettings, condition_eps, condition_seed, file_tag, signature
@@ -160,11 +159,7 @@ def _search_group(model, opts, s, conds, loaded, use_niqe, sig, out_dir, grid_na
 
 
 def _unit_id(sig: dict, name: str, cname: str, k: int) -> str:
-    return f"{_digest(sig)}|{name}|{cname}|{k}"
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{digest(sig)}|{name}|{cname}|{k}"
 
 
 def _assemble(name: str, sig: dict, conditions: List[str], runs: int, done: Dict[str, dict]) -> Optional[dict]:
@@ -209,7 +204,7 @@ def _write_record(out_dir: Path, rec: dict) -> None:
 
 
 def _done_units(parts: List[dict], sig: dict) -> Dict[str, dict]:
-    prefix = _digest(sig) + "|"
+    prefix = digest(sig) + "|"
     return {r["unit"]: r["data"] for r in parts
             if r.get("event") == "done" and str(r.get("unit", "")).startswith(prefix) and "data" in r}
 
@@ -343,7 +338,7 @@ def _merge(out_dir: Path, files: List[Path], sig: dict, conditions: List[str], s
     errors = [{"file": p.name, "error": failed[p.name]} for p in files if p.name in failed and p.name not in records]
     # Units of images outside this run (a smaller --n) stay for a later run; the rest are in per_image/ now.
     names = {p.name for p in files}
-    prefix = _digest(sig) + "|"
+    prefix = digest(sig) + "|"
     carried = [rec for rec in parts if rec.get("event") == "done" and str(rec.get("unit", "")).startswith(prefix)
                and rec.get("file") not in names]
     clear_parts(out_dir, keep=carried)
