@@ -4,7 +4,10 @@
 * :mod:`.safetensors_file` -- the project's own ``.safetensors`` (bundled model,
   ``pulse train`` output), and the one safetensors header reader;
 * :mod:`.tf_pickle` -- NVIDIA's official StyleGAN v1 TensorFlow pickle, through a
-  restricted unpickler;
+  restricted unpickler; :mod:`.tf_stylegan2` maps their TF StyleGAN2 pickles;
+* :mod:`.nvidia_pickle` -- stylegan2-ada-pytorch / stylegan3 ``.pkl`` snapshots,
+  read without executing the source they embed;
+* :mod:`.rosinality` -- rosinality's stylegan2-pytorch checkpoints;
 * :mod:`.pulse_pt` -- PULSE's converted ``synthesis.pt`` / ``mapping.pt`` and
   ``gaussian_fit.pt``;
 * :mod:`.keys` -- the one missing/unknown-names check every loader uses;
@@ -41,7 +44,7 @@ class LoadedWeights:
 def load_file(path, mapping_path=None) -> LoadedWeights:
     """Read any supported model file; ``mapping_path`` goes with PULSE's ``synthesis.pt``."""
     from ..errors import ModelFormatError
-    from .sniff import PULSE_SR, PULSE_STATE_DICT, TF_PICKLE, detect_format
+    from .sniff import NVIDIA_PICKLE, PULSE_SR, PULSE_STATE_DICT, ROSINALITY, TF_PICKLE, detect_format
 
     path = Path(path)
     kind = detect_format(path)
@@ -51,6 +54,12 @@ def load_file(path, mapping_path=None) -> LoadedWeights:
     if kind == TF_PICKLE:
         from .tf_pickle import load_tf_pickle
         return load_tf_pickle(path)
+    if kind == NVIDIA_PICKLE:
+        from .nvidia_pickle import load_nvidia_pickle
+        return load_nvidia_pickle(path)
+    if kind == ROSINALITY:
+        from .rosinality import load_rosinality
+        return load_rosinality(path)
     if kind == PULSE_STATE_DICT:
         from .pulse_pt import load_pulse_state_dicts
         return load_pulse_state_dicts(path, mapping_path)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import pickle
+import pickletools
 import struct
+import zipfile
 from pathlib import Path
+from typing import Iterator, Tuple
 
 from ..errors import ModelFormatError
 from .safetensors_file import read_header
 
 # Format names returned by detect_format.
 TF_PICKLE = "tf-pickle"
+NVIDIA_PICKLE = "nvidia-pickle"
+ROSINALITY = "rosinality"
 PULSE_STATE_DICT = "pulse-state-dict"
 PULSE_SR = "pulse-sr"
 
@@ -20,11 +26,16 @@ _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 
 
 def detect_format(path) -> str:
-    """Return 'tf-pickle', 'pulse-state-dict' or 'pulse-sr' by sniffing the first bytes.
+    """The file's format, by sniffing its bytes; nothing is unpickled.
 
-    * 'pulse-state-dict': a ``torch.save`` file, zip (``PK``) or legacy pickle with
-      torch's magic number (``synthesis.pt``, ``mapping.pt``, ``gaussian_fit.pt``);
-    * 'tf-pickle': any other pickle (protocol 2+, first byte 0x80);
+    * 'rosinality': a ``torch.save`` file whose top-level dict has ``g_ema``
+      (rosinality's stylegan2-pytorch checkpoints);
+    * 'pulse-state-dict': any other ``torch.save`` file, zip (``PK``) or legacy
+      pickle with torch's magic number (``synthesis.pt``, ``mapping.pt``, ``gaussian_fit.pt``);
+    * 'nvidia-pickle': a pickle of ``torch_utils.persistence`` objects
+      (stylegan2-ada-pytorch / stylegan3 ``.pkl``);
+    * 'tf-pickle': any other pickle (protocol 2+, first byte 0x80): NVIDIA's
+      TensorFlow StyleGAN / StyleGAN2 pickles;
     * 'pulse-sr': a safetensors file (8-byte little-endian header length, then '{').
 
     Raises ModelFormatError for unreadable, empty or unrecognised files.
@@ -39,18 +50,78 @@ def detect_format(path) -> str:
     if not head:
         raise ModelFormatError(f"{path}: empty file, not a model")
     if head.startswith(b"PK\x03\x04"):
-        return PULSE_STATE_DICT
+        return ROSINALITY if _zip_has_g_ema(path) else PULSE_STATE_DICT
     if head.startswith(_TORCH_LEGACY_MAGIC):
-        return PULSE_STATE_DICT
+        return ROSINALITY if _legacy_has_g_ema(path) else PULSE_STATE_DICT
     if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= pickle.HIGHEST_PROTOCOL:
-        return TF_PICKLE
+        return NVIDIA_PICKLE if _first_code_module(path).startswith("torch_utils") else TF_PICKLE
     if len(head) >= 9:
         (header_len,) = struct.unpack("<Q", head[:8])
         if 2 <= header_len <= size - 8 and head[8:9] == b"{":
             return PULSE_SR
     raise ModelFormatError(
-        f"{path}: unrecognised model file (first bytes {head[:8].hex()}); expected an official "
-        f"StyleGAN .pkl, a PULSE .pt state dict or a pulse-sr .safetensors file")
+        f"{path}: unrecognised model file (first bytes {head[:8].hex()}); expected an NVIDIA StyleGAN, "
+        f"StyleGAN2(-ADA) or StyleGAN3 .pkl, a rosinality stylegan2-pytorch .pt checkpoint, a PULSE .pt "
+        f"state dict or a pulse-sr .safetensors file")
+
+
+# How far into a file the sniffers read pickle opcodes (tensor bytes are skipped past, not parsed).
+_SNIFF_BYTES = 8 << 20
+
+
+def _opcodes(f, limit: int = _SNIFF_BYTES) -> Iterator[Tuple[str, object]]:
+    """(opcode name, argument) of the pickle at ``f``'s position, until STOP, an error or ``limit`` bytes."""
+    start = f.tell()
+    try:
+        for op, arg, _ in pickletools.genops(f):
+            yield op.name, arg
+            if op.name == "STOP" or f.tell() - start > limit:
+                return
+    except Exception:  # truncated or not a pickle: what was read so far is all there is
+        return
+
+
+def _first_code_module(path: Path) -> str:
+    """The module of the first global a pickle names other than plain containers ('' if none)."""
+    strings = []
+    with open(path, "rb") as f:
+        for name, arg in _opcodes(f):
+            if isinstance(arg, str):
+                strings = (strings + [arg])[-2:]
+            module = None
+            if name == "GLOBAL" and isinstance(arg, str):
+                module = arg.split(" ")[0]
+            elif name == "STACK_GLOBAL" and len(strings) == 2:
+                module = strings[0]
+            if module and module not in ("collections", "builtins", "copyreg", "dnnlib.util"):
+                return module
+    return ""
+
+
+def _has_g_ema(f) -> bool:
+    """Whether the pickle at ``f`` names a 'g_ema' string (rosinality's generator key) near its start."""
+    return any(arg == "g_ema" for _, arg in _opcodes(f))
+
+
+def _zip_has_g_ema(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            if not names:
+                return False
+            with z.open(names[0]) as member:
+                return _has_g_ema(io.BytesIO(member.read(_SNIFF_BYTES)))
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _legacy_has_g_ema(path: Path) -> bool:
+    """Legacy ``torch.save``: magic, protocol and sys-info pickles, then the object's pickle."""
+    with open(path, "rb") as f:
+        for _ in range(3):
+            for _ in _opcodes(f, 1 << 16):
+                pass
+        return _has_g_ema(f)
 
 
 # A zip's end-of-central-directory record is 22 bytes plus a comment of at most

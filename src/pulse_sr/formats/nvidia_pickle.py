@@ -1,0 +1,234 @@
+"""NVIDIA's torch pickles (stylegan2-ada-pytorch and stylegan3 ``*.pkl``), read without running their code.
+
+A snapshot is a pickled dict (``G``, ``D``, ``G_ema``, ``augment_pipe``,
+``training_set_kwargs``, ...) whose networks are ``torch_utils.persistence``
+objects: each carries its module's whole source code, which NVIDIA's loader
+``exec``'s, plus the class name, the constructor arguments and the
+``nn.Module`` state. Here the reconstruct function is replaced by one that
+only *records* those fields (:class:`PersistentObject`); the source is kept
+as text and never executed. Only the tensor rebuild functions the format needs
+are allowed, storages are read back with ``torch.load(weights_only=True)``,
+and any other global is an :class:`~pulse_sr.errors.UnsafePickleError`.
+
+The generator (``G_ema``, else ``G``) is then rebuilt from its recorded
+constructor arguments, after checking them and the parameter count they imply,
+and its state is copied in by name: any missing, unexpected or misshapen
+tensor is an error.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import pickle
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Mapping, Tuple
+
+import torch
+
+from ..errors import ModelFormatError, UnsafePickleError
+from . import LoadedWeights
+from .keys import load_state_strict
+
+__all__ = ["PersistentObject", "load_nvidia_pickle", "read_nvidia_pickle", "module_state"]
+
+FORMAT = "nvidia-pickle"
+
+# NVIDIA's largest released generator (StyleGAN3 at 1024 px) has about 30 M parameters.
+MAX_PARAMETERS = 300_000_000
+
+
+class PersistentObject:
+    """What a ``torch_utils.persistence`` object pickles: recorded here, never instantiated."""
+
+    def __init__(self, meta: Any):
+        if not isinstance(meta, Mapping) or meta.get("type") != "class":
+            raise ModelFormatError("a persistent object without the expected metadata (type 'class')")
+        self.class_name = str(meta.get("class_name"))
+        src = meta.get("module_src")
+        self.module_src_sha256 = hashlib.sha256(str(src).encode()).hexdigest() if src is not None else None
+        state = meta.get("state")
+        self.state = dict(state) if isinstance(state, Mapping) else {}
+
+    @property
+    def init_kwargs(self) -> Dict[str, Any]:
+        kwargs = self.state.get("_init_kwargs") or {}
+        return _plain(kwargs)
+
+    @property
+    def init_args(self) -> tuple:
+        return tuple(self.state.get("_init_args") or ())
+
+    def __repr__(self) -> str:
+        return f"<persistent {self.class_name} (not executed)>"
+
+
+class _EasyDictStub(dict):
+    """Stands in for ``dnnlib.util.EasyDict``."""
+
+
+def _plain(value):
+    """EasyDicts and OrderedDicts as dicts, tuples as lists, numpy scalars as numbers (for kwargs)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return value.item()
+    return value
+
+
+def _load_storage(data: bytes):
+    """A storage from the bytes ``torch.storage._load_from_bytes`` would read, with torch's safe loader."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise ModelFormatError("storage data is not bytes")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
+    if not torch.is_tensor(data):
+        raise ModelFormatError("a parameter without tensor data")
+    return data  # a plain tensor: nothing here trains
+
+
+def _numpy(name: str) -> Callable[[], Any]:
+    def get():
+        import numpy as np
+        try:
+            from numpy._core import multiarray
+        except ImportError:  # numpy < 2
+            from numpy.core import multiarray
+        return np.dtype if name == "dtype" else getattr(multiarray, name)
+    return get
+
+
+_ALLOWED: Dict[Tuple[str, str], Callable[[], Any]] = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): lambda: PersistentObject,
+    ("dnnlib.util", "EasyDict"): lambda: _EasyDictStub,
+    ("collections", "OrderedDict"): lambda: collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): lambda: torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): lambda: _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): lambda: _rebuild_parameter,
+    ("torch.storage", "_load_from_bytes"): lambda: _load_storage,
+    ("numpy", "dtype"): _numpy("dtype"),
+    ("numpy.core.multiarray", "scalar"): _numpy("scalar"),
+    ("numpy._core.multiarray", "scalar"): _numpy("scalar"),
+    ("numpy.core.multiarray", "_reconstruct"): _numpy("_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"): _numpy("_reconstruct"),
+    ("numpy", "ndarray"): lambda: __import__("numpy").ndarray,
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        factory = _ALLOWED.get((module, name))
+        if factory is None:
+            raise UnsafePickleError(f"pickle asks for {module}.{name}, which is not on the allow-list of "
+                                    f"an NVIDIA stylegan2-ada / stylegan3 pickle; refusing to load it")
+        return factory()
+
+
+def read_nvidia_pickle(path) -> Dict[str, Any]:
+    """The snapshot dict with every network as a :class:`PersistentObject`; nothing from the file runs."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = _Unpickler(f).load()
+    except UnsafePickleError as exc:
+        raise UnsafePickleError(f"{path}: {exc}") from None
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except Exception as exc:  # truncated or corrupt pickle stream
+        raise ModelFormatError(f"{path}: not a readable NVIDIA pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, Mapping):
+        raise ModelFormatError(f"{path}: holds a {type(data).__name__}, expected NVIDIA's snapshot dict "
+                               f"(G, D, G_ema, ...)")
+    return dict(data)
+
+
+def module_state(obj: PersistentObject, prefix: str = "") -> Iterator[Tuple[str, torch.Tensor]]:
+    """(name, tensor) for every parameter and persistent buffer, as ``state_dict()`` would list them."""
+    state = obj.state
+    skip = set(state.get("_non_persistent_buffers_set") or ())
+    for kind in ("_parameters", "_buffers"):
+        for name, t in (state.get(kind) or {}).items():
+            if t is None or (kind == "_buffers" and name in skip):
+                continue
+            if not torch.is_tensor(t):
+                raise ModelFormatError(f"{prefix}{name} is a {type(t).__name__}, not a tensor")
+            yield prefix + name, t
+    for name, child in (state.get("_modules") or {}).items():
+        if child is None:
+            continue
+        if not isinstance(child, PersistentObject):
+            raise ModelFormatError(f"{prefix}{name} is a {type(child).__name__}, not a persistent module")
+        yield from module_state(child, f"{prefix}{name}.")
+
+
+def network_kind(state_names) -> str:
+    """'stylegan3' or 'stylegan2' from the tensor names, or ModelFormatError."""
+    names = set(state_names)
+    if "synthesis.input.freqs" in names:
+        return "stylegan3"
+    if "synthesis.b4.const" in names:
+        return "stylegan2"
+    raise ModelFormatError("the generator is neither a StyleGAN2 (synthesis.b4.const) nor a StyleGAN3 "
+                           "(synthesis.input.freqs) network")
+
+
+def build_checked(cls, kwargs: dict, what: str):
+    """``cls.from_init_kwargs(kwargs)`` after bounding the size the kwargs describe."""
+    try:
+        if hasattr(cls, "config_from_init_kwargs"):
+            cfg = cls.config_from_init_kwargs(kwargs, what)
+        else:
+            from ..networks.stylegan2 import StyleGAN2Config
+            cfg = StyleGAN2Config.from_init_kwargs(kwargs, what)
+        n = cfg.parameter_count()
+    except ValueError as exc:
+        raise ModelFormatError(str(exc) if str(exc).startswith(what) else f"{what}: {exc}") from None
+    if n > MAX_PARAMETERS:
+        raise ModelFormatError(f"{what}: its constructor arguments describe {n / 1e6:.0f} M parameters "
+                               f"({n * 4 / 2 ** 30:.1f} GiB), over the {MAX_PARAMETERS / 1e6:.0f} M limit; "
+                               f"refusing to build it")
+    return cls(cfg)
+
+
+def generator_from_state(kind: str, kwargs: dict, state: Dict[str, torch.Tensor], what: str):
+    """Build the network ``kind`` from NVIDIA-style ``kwargs`` and load NVIDIA-named ``state`` strictly."""
+    if kind == "stylegan3":
+        from ..networks.stylegan3 import StyleGAN3Generator as cls
+    else:
+        from ..networks.stylegan2 import StyleGAN2Generator as cls
+    G = build_checked(cls, kwargs, what)
+    renamed = {("mapping_network." + k[len("mapping."):] if k.startswith("mapping.") else k): v.float()
+               for k, v in state.items()}
+    load_state_strict(G, renamed, what)
+    return G.eval().requires_grad_(False)
+
+
+def load_nvidia_pickle(path) -> LoadedWeights:
+    """Read a stylegan2-ada-pytorch / stylegan3 snapshot and rebuild its ``G_ema`` (else ``G``)."""
+    path = Path(path)
+    snap = read_nvidia_pickle(path)
+    key = "G_ema" if "G_ema" in snap else "G"
+    net = snap.get(key)
+    if not isinstance(net, PersistentObject):
+        raise ModelFormatError(f"{path}: no generator (G_ema or G) in the pickle; it holds {sorted(map(str, snap))}")
+    if net.init_args:
+        raise ModelFormatError(f"{path}: {key} was built with positional arguments, which NVIDIA's "
+                               f"generators never take")
+    state = dict(module_state(net))
+    kind = network_kind(state)
+    G = generator_from_state(kind, net.init_kwargs, state, f"{path} ({key}, {kind})")
+    training = _plain(snap.get("training_set_kwargs") or {})
+    meta: Dict[str, Any] = {"architecture": kind, "network": key}
+    if isinstance(training, dict):
+        meta["training_set"] = {k: training[k] for k in ("path", "resolution", "use_labels", "xflip")
+                                if k in training}
+        if "ffhq" in str(training.get("path", "")).lower():
+            meta["alignment"] = "ffhq"
+    return LoadedWeights(G, FORMAT, metadata=meta)
