@@ -219,3 +219,57 @@ def test_pulse_two_steps_on_a_tiny_stylegan2():
     assert res.steps_taken == 2 and res.l2_history.shape == (2, 1)
     assert bool(res.l2_history[1, 0] != res.l2_history[0, 0])
     assert res.ws.shape == (1, model.generator.num_ws, 16)
+
+
+def test_registry_lists_nvidia_torch_and_tf_pickles():
+    from pulse_sr.hub.registry import REGISTRY
+    nvidia = {n: e for n, e in REGISTRY.items() if n.startswith(("stylegan2-", "stylegan3-"))}
+    for name in ("stylegan2-ffhq-1024", "stylegan3-r-ffhqu-256", "stylegan2-afhqcat-512",
+                 "stylegan3-t-metfacesu-1024", "stylegan2-tf-ffhq-1024"):
+        assert name in nvidia
+    for name, e in nvidia.items():
+        url = e.files[0].url
+        assert url.startswith(("https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan",
+                               "https://nvlabs-fi-cdn.nvidia.com/")), url
+        assert url.endswith(e.files[0].filename) and "NVIDIA" in e.licence
+        assert str(e.resolution) in e.files[0].filename.replace("config-f", "1024")
+    faces_256 = [n for n, e in nvidia.items() if e.resolution == 256 and e.domain == "faces"]
+    assert len(faces_256) >= 3
+    assert nvidia["stylegan2-afhqcat-512"].alignment is None and nvidia["stylegan2-afhqcat-512"].domain == "animals"
+
+
+def test_download_and_load_by_name(tmp_path, monkeypatch):
+    import functools
+    import http.server
+
+    from conftest import local_http_server
+    from pulse_sr.align.templates import TemplateError, template_for
+    from pulse_sr.hub import registry
+    from pulse_sr.hub.download import download_model
+    from pulse_sr.model import load_model
+
+    monkeypatch.setenv("PULSE_CACHE", str(tmp_path / "cache"))
+    served = tmp_path / "served"
+    served.mkdir()
+    fx = fixture("stylegan2-64")
+    write_snapshot(served / "tiny-sg2.pkl", full_state(fx), fx["init_kwargs"], hostile_source(tmp_path / "executed"),
+                   training_path="/data/afhqcat.zip")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    with local_http_server(handler) as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}/tiny-sg2.pkl"
+        for name, domain, alignment in [("tiny-sg2-faces", "faces", "ffhq"), ("tiny-sg2-cats", "animals", None)]:
+            e = registry.ModelEntry(name=name, description="test", kind="nvidia-pickle",
+                                    files=[registry.ModelFile("tiny-sg2.pkl", url, None, None)], resolution=64,
+                                    licence="test", alignment=alignment, domain=domain)
+            monkeypatch.setitem(registry.REGISTRY, name, e)
+            download_model(name, timeout=5)
+    faces = load_model("tiny-sg2-faces")
+    assert isinstance(faces.generator, StyleGAN2Generator) and faces.format == "nvidia-pickle"
+    assert faces.crop_template == "ffhq" and faces.gaussian_fit["mean"].shape == (32,)
+    assert rel_err(faces.generator.mapping(fx["z"]), fx["mapping"]) < 1e-4
+    cats = load_model("tiny-sg2-cats")
+    assert cats.crop_template is None
+    with pytest.raises(TemplateError, match="draws animals, not human faces"):
+        template_for(cats)
+    assert not (tmp_path / "executed").exists()

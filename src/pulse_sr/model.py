@@ -137,8 +137,14 @@ def load_model(name_or_path, *, device=None, mapping_path=None, gaussian_fit_pat
     if device is not None:  # freshly loaded, so moving it in place touches nobody else's model
         G.to(device)
         fit = {k: v.to(device) for k, v in fit.items()}
-    return PulseModel(G.eval().requires_grad_(False), fit, crop_template_from(loaded.metadata, int(G.resolution)),
-                      source=str(name_or_path), format=loaded.format, metadata=dict(loaded.metadata))
+    metadata = dict(loaded.metadata)
+    entry = files.get("entry")
+    if entry is not None:  # what the registry knows about a model (its framing and subject)
+        if entry.alignment:
+            metadata.setdefault("alignment", entry.alignment)
+        metadata.setdefault("domain", entry.domain)
+    return PulseModel(G.eval().requires_grad_(False), fit, crop_template_from(metadata, int(G.resolution)),
+                      source=str(name_or_path), format=loaded.format, metadata=metadata)
 
 
 def load_generator(path_or_name, mapping_path=None, gaussian_fit_path=None) -> PulseModel:

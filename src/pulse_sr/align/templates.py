@@ -79,6 +79,13 @@ def template_for(model_or_metadata) -> Template:
     :data:`FFHQ` alignment. Anything else raises :class:`TemplateError`.
     """
     m = model_or_metadata
+    meta = m if isinstance(m, Mapping) else getattr(m, "metadata", {})
+    domain = str(meta.get("domain", "faces"))
+    if domain != "faces":
+        name = meta.get("name") if isinstance(m, Mapping) else m.source
+        raise TemplateError(f"{name or 'the model'} draws {domain}, not human faces, so face alignment does "
+                            f"not apply; crop inputs the way its training images were framed (square, "
+                            f"subject centred and filling the frame) and run without --align")
     if isinstance(m, Mapping):
         template = crop_template_from(m, int(m.get("resolution", 0) or 0))
         name = m.get("name", "the model")

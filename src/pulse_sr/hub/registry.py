@@ -26,9 +26,10 @@ __all__ = [
     "model_status", "entry_resolution", "resolve_model",
 ]
 
-MODEL_KINDS = ("bundled", "tf-pickle", "pulse-synthesis", "pulse-mapping", "gaussian-fit")
+MODEL_KINDS = ("bundled", "tf-pickle", "nvidia-pickle", "pulse-synthesis", "pulse-mapping", "gaussian-fit")
 
 NVIDIA_LICENCE = "CC BY-NC 4.0"
+NVIDIA_NC_LICENCE = "NVIDIA Source Code License-NC"
 UTKFACE_LICENCE = "non-commercial research only (UTKFace)"
 
 
@@ -55,6 +56,8 @@ class ModelEntry:
     licence: str = ""                           # Short licence string shown in the table.
     notes: str = ""                             # Provenance, what was and was not verified.
     mirrors: Dict[str, Tuple[str, ...]] = field(default_factory=dict)  # filename -> fallback URLs.
+    alignment: Optional[str] = None             # 'ffhq' when inputs are framed by FFHQ's recipe, else None.
+    domain: str = "faces"                       # What it draws; face detection applies to 'faces' only.
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -158,7 +161,71 @@ _BUILTIN = [
     ),
 ]
 
-REGISTRY: Dict[str, ModelEntry] = {e.name: e for e in _BUILTIN}
+# NVIDIA's StyleGAN2 / StyleGAN3 pickles for its torch code. URLs as given in
+# NVlabs/stylegan3 README.md ("Access individual networks via
+# https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan{2,3}/versions/1/files/<MODEL>")
+# and NVlabs/stylegan2-ada-pytorch README.md (nvlabs-fi-cdn.nvidia.com); neither
+# publishes sizes or checksums. The code is under the NVIDIA Source Code
+# License-NC; the training sets carry their own terms (FFHQ: CC BY-NC-SA 4.0,
+# MetFaces: CC BY-NC 2.0, AFHQ: CC BY-NC 4.0).
+_NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/{}/versions/1/files/{}"
+_NVIDIA_DATA = {"ffhq": "FFHQ (CC BY-NC-SA 4.0)", "ffhqu": "unaligned FFHQ (CC BY-NC-SA 4.0)",
+                "metfaces": "MetFaces (CC BY-NC 2.0)", "metfacesu": "unaligned MetFaces (CC BY-NC 2.0)",
+                "afhqv2": "AFHQv2 cats, dogs and wild animals (CC BY-NC 4.0)",
+                "afhqcat": "AFHQ cats (CC BY-NC 4.0)", "afhqdog": "AFHQ dogs (CC BY-NC 4.0)",
+                "afhqwild": "AFHQ wild animals (CC BY-NC 4.0)"}
+
+
+def _nvidia(family: str, data: str, res: int, config: str = "") -> ModelEntry:
+    """A registry entry for NVIDIA's ``{family}[-{config}]-{data}-{res}x{res}.pkl`` on NGC."""
+    stem = "-".join(x for x in (family, config, data) if x)
+    filename = f"{stem}-{res}x{res}.pkl"
+    faces = data.startswith(("ffhq", "metfaces"))
+    arch = {"stylegan2": "StyleGAN2", "stylegan3": f"StyleGAN3-{config.upper()}"}[family]
+    return ModelEntry(
+        name=f"{stem}-{res}",
+        description=f"NVIDIA's {arch} {_NVIDIA_DATA[data].split(' (')[0]} {res}x{res} generator (torch pickle).",
+        kind="nvidia-pickle",
+        files=[ModelFile(filename, _NGC.format(family, filename), None, None)],
+        resolution=res,
+        licence=NVIDIA_NC_LICENCE,
+        notes=(f"Trained on {_NVIDIA_DATA[data]}. A stylegan2-ada-pytorch / stylegan3 snapshot; "
+               f"pulse-sr reads it without executing the code it embeds. " + _UNVERIFIED),
+        alignment="ffhq" if faces else None,
+        domain="faces" if faces else "animals",
+    )
+
+
+_NVIDIA_TORCH = [
+    _nvidia("stylegan2", "ffhq", 256), _nvidia("stylegan2", "ffhq", 512), _nvidia("stylegan2", "ffhq", 1024),
+    _nvidia("stylegan2", "ffhqu", 256), _nvidia("stylegan2", "metfaces", 1024),
+    _nvidia("stylegan2", "afhqcat", 512), _nvidia("stylegan2", "afhqdog", 512),
+    _nvidia("stylegan2", "afhqwild", 512),
+    _nvidia("stylegan3", "ffhqu", 256, "t"), _nvidia("stylegan3", "ffhqu", 256, "r"),
+    _nvidia("stylegan3", "ffhq", 1024, "t"), _nvidia("stylegan3", "ffhq", 1024, "r"),
+    _nvidia("stylegan3", "metfacesu", 1024, "t"), _nvidia("stylegan3", "metfacesu", 1024, "r"),
+    _nvidia("stylegan3", "afhqv2", 512, "t"), _nvidia("stylegan3", "afhqv2", 512, "r"),
+]
+
+_TF_STYLEGAN2 = [
+    ModelEntry(
+        name="stylegan2-tf-ffhq-1024",
+        description="NVIDIA's original StyleGAN2 config-f FFHQ 1024x1024 generator, TensorFlow pickle.",
+        kind="tf-pickle",
+        files=[ModelFile("stylegan2-ffhq-config-f.pkl",
+                         "https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-ffhq-config-f.pkl",
+                         None, None)],
+        resolution=1024,
+        licence=NVIDIA_NC_LICENCE,
+        notes=("Trained on FFHQ (CC BY-NC-SA 4.0). The CDN folder is the one NVlabs/stylegan2-ada-pytorch "
+               "README.md downloads stylegan2-cat-config-f.pkl from; Google Drive id "
+               "1Mgh-jglZjgksupF0XLl0KzuOqd1LXcoE is the one NVlabs/stylegan2 README.md gives. " + _UNVERIFIED),
+        mirrors={"stylegan2-ffhq-config-f.pkl": (_drive("1Mgh-jglZjgksupF0XLl0KzuOqd1LXcoE"),)},
+        alignment="ffhq",
+    ),
+]
+
+REGISTRY: Dict[str, ModelEntry] = {e.name: e for e in _BUILTIN + _NVIDIA_TORCH + _TF_STYLEGAN2}
 
 
 def register(entry: ModelEntry, registry: Optional[Dict[str, ModelEntry]] = None,
