@@ -120,6 +120,10 @@ def _zeroed_noise_layers(bad_layers: Sequence[int], count: int, warnings: List[s
     return bad
 
 
+def _noise_settings(opts: PulseOptions) -> tuple:
+    return opts.noise, opts.trainable_noise_layers, tuple(opts.bad_noise_layers)
+
+
 def _initial_state(G, opts: PulseOptions, seeds: List[int], bad: set, device
                    ) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]], List[torch.Tensor]]:
     """Gaussian latents and noise maps, one seed per sample: (latent, noise per layer, trainable noise)."""
@@ -192,7 +196,12 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     seeds = [s + k for s in per_input for k in range(samples)]
     lr_ref = lr.to(dev).repeat_interleave(samples, dim=0)
     warnings: List[str] = []
-    bad = _zeroed_noise_layers(opts.bad_noise_layers, len(G.noise_resolutions), warnings)
+    if G.noise_resolutions:
+        bad = _zeroed_noise_layers(opts.bad_noise_layers, len(G.noise_resolutions), warnings)
+    else:  # StyleGAN3: the defaults simply do nothing; a changed setting is worth a line
+        bad = set()
+        if _noise_settings(opts) != _noise_settings(PulseOptions()):
+            warnings.append("noise options have no effect: this generator has no noise inputs (StyleGAN3)")
     latent, noise, noise_vars = _initial_state(G, opts, seeds, bad, dev)
 
     params = [latent] + noise_vars
