@@ -316,7 +316,9 @@ def _infer_tf_config(Gs: _TFNetworkStub, variables: Mapping[str, object], what: 
 
 
 def load_tf_pickle(path) -> LoadedWeights:
-    """Load Gs from NVIDIA's official StyleGAN v1 pickle, e.g. ``karras2019stylegan-ffhq-1024x1024.pkl``.
+    """Load Gs from NVIDIA's TF StyleGAN v1 pickle (``karras2019stylegan-ffhq-1024x1024.pkl``) or StyleGAN2 one.
+
+    StyleGAN2 pickles (``G_main``) go to :mod:`.tf_stylegan2`; the rest of this describes v1.
 
     The pickle holds a tuple (G, D, Gs) of ``dnnlib.tflib.network.Network``
     objects; only allow-listed classes are resolved (stubs for Network and
@@ -333,9 +335,15 @@ def load_tf_pickle(path) -> LoadedWeights:
     Gs = obj[2]
     if Gs.state.get("version") not in (2, 3, 4):
         raise ModelFormatError(f"{what}: unknown Network pickle version {Gs.state.get('version')!r}")
+    if Gs.build_func_name == "G_main":  # NVIDIA's TF StyleGAN2 (stylegan2-ffhq-config-f.pkl and friends)
+        from .nvidia_pickle import generator_from_state
+        from .tf_stylegan2 import tf_sg2_to_nvidia
+        kwargs, state = tf_sg2_to_nvidia(Gs, what)
+        G = generator_from_state("stylegan2", kwargs, state, what)
+        return LoadedWeights(G, format="tf-stylegan2", metadata={"architecture": "stylegan2"})
     if Gs.build_func_name != "G_style":
         raise ModelFormatError(f"{what}: Gs is built by {Gs.build_func_name!r}, expected StyleGAN v1's "
-                               f"'G_style' (StyleGAN2 pickles are not supported)")
+                               f"'G_style' or StyleGAN2's 'G_main'")
     for role, func in (("mapping", "G_mapping"), ("synthesis", "G_synthesis")):
         comp = Gs.components.get(role)
         if isinstance(comp, _TFNetworkStub) and comp.build_func_name != func:
