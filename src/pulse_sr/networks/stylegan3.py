@@ -42,7 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.epilogue import IMPLS
-from .layers import LRELU_GAIN, LRELU_SLOPE, FullyConnected, MappingNetwork, assert_shape
+from . import frozen_conv
+from .layers import (LRELU_GAIN, LRELU_SLOPE, FullyConnected, MappingNetwork, assert_shape, clamp_abs,
+                     scale_channels)
 
 __all__ = ["StyleGAN3Generator", "design_lowpass_filter", "filtered_lrelu", "modulated_conv2d"]
 
@@ -112,9 +114,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
     # The input gain is applied after demodulation, so that it is not normalised away.
     scale = styles if input_gain is None else styles * input_gain
-    x = F.conv2d(x * scale[:, :, None, None], weight, padding=padding)
+    x = frozen_conv.conv2d(scale_channels(x, scale), weight, padding=padding)
     if dcoefs is not None:
-        x = x * dcoefs[:, :, None, None]
+        x = scale_channels(x, dcoefs)
     return x
 
 
@@ -149,9 +151,24 @@ def _upsample_fir_1d(x: torch.Tensor, f: Optional[torch.Tensor], up: int, pad: T
     # gives y from n = K - 1 - pad[0] on, so cropping (or padding) y gives it.
     channels, taps = x.shape[1], f.shape[0]
     stride = (up, 1) if dim == 2 else (1, up)
-    y = F.conv_transpose2d(x, _fir_weight(f * (up * gain), channels, dim, x.dtype), stride=stride, groups=channels)
-    crop = (pad[0] - (taps - 1), pad[1] - (taps - up))
-    return F.pad(y, (0, 0) + crop if dim == 2 else crop)
+    weight = _fir_weight(f * (up * gain), channels, dim, x.dtype)
+    pads = (pad[0] - (taps - 1), pad[1] - (taps - up))
+    return _transposed_then_pad(x, weight, stride, pads if dim == 2 else (0, 0), pads if dim == 3 else (0, 0))
+
+
+def _transposed_then_pad(x: torch.Tensor, weight: torch.Tensor, stride, pad_h: Tuple[int, int],
+                         pad_w: Tuple[int, int]) -> torch.Tensor:
+    """A depthwise transposed convolution, then pad (negative: crop) each side of H and W.
+
+    The part of a crop that both sides share is the transposed convolution's own
+    ``padding``, so only an uneven remainder goes through ``F.pad``, whose
+    backward builds a full-size zero tensor.
+    """
+    ch = max(0, -max(pad_h))
+    cw = max(0, -max(pad_w))
+    y = frozen_conv.conv_transpose2d(x, weight, stride=stride, padding=(ch, cw), groups=x.shape[1])
+    rest = (pad_w[0] + cw, pad_w[1] + cw, pad_h[0] + ch, pad_h[1] + ch)
+    return F.pad(y, rest) if any(rest) else y
 
 
 def _fir_downsample_1d(x: torch.Tensor, f: Optional[torch.Tensor], down: int, dim: int) -> torch.Tensor:
@@ -164,7 +181,7 @@ def _fir_downsample_1d(x: torch.Tensor, f: Optional[torch.Tensor], down: int, di
     channels = x.shape[1]
     stride = (down, 1) if dim == 2 else (1, down)
     # Striding the convolution computes only the samples that are kept.
-    return F.conv2d(x, _fir_weight(f.flip(0), channels, dim, x.dtype), stride=stride, groups=channels)
+    return frozen_conv.conv2d(x, _fir_weight(f.flip(0), channels, dim, x.dtype), stride=stride, groups=channels)
 
 
 def upfirdn(x: torch.Tensor, f: Optional[torch.Tensor], up: int = 1, down: int = 1,
@@ -185,14 +202,18 @@ def upfirdn(x: torch.Tensor, f: Optional[torch.Tensor], up: int = 1, down: int =
         return x[:, :, ::down, ::down] if down > 1 else x
     if f.ndim != 2 or f.shape[0] != f.shape[1]:
         raise ValueError(f"filter: expected shape (K,) or (K, K), got {tuple(f.shape)}")
-    channels = x.shape[1]
+    channels, taps = x.shape[1], f.shape[0]
     if up > 1:
-        b, c, h, w = x.shape
-        x = F.pad(x.reshape(b, c, h, 1, w, 1), (0, up - 1, 0, 0, 0, up - 1)).reshape(b, c, h * up, w * up)
+        # As in the 1-D case: a strided transposed convolution never multiplies the
+        # inserted zeros (up**2 times fewer products for a radial filter), then crop.
+        w = (f * (up ** 2 * gain)).to(x.dtype)[None, None].expand(channels, -1, -1, -1)
+        y = _transposed_then_pad(x, w, up, (top - (taps - 1), bottom - (taps - up)),
+                                 (left - (taps - 1), right - (taps - up)))
+        return y[:, :, ::down, ::down] if down > 1 else y
     x = F.pad(x, (left, right, top, bottom))
     # conv2d correlates; flipping the taps makes it a convolution.
-    w = (f.flip(0, 1) * (up ** 2 * gain)).to(x.dtype)[None, None].expand(channels, -1, -1, -1)
-    return F.conv2d(x, w, stride=down, groups=channels)
+    w = (f.flip(0, 1) * gain).to(x.dtype)[None, None].expand(channels, -1, -1, -1)
+    return frozen_conv.conv2d(x, w, stride=down, groups=channels)
 
 
 def filtered_lrelu(x: torch.Tensor,
@@ -233,9 +254,7 @@ def filtered_lrelu(x: torch.Tensor,
     x = upfirdn(x, up_filter, up=up, padding=padding, gain=gain)
     if slope != 1:
         x = F.leaky_relu(x, slope)
-    if clamp is not None:
-        # hardtanh is this clamp with a single-kernel backward (clamp's takes several).
-        x = F.hardtanh(x, -clamp, clamp)
+    x = clamp_abs(x, clamp)
     if down_filter is not None and down_filter.ndim == 1:
         x = _fir_downsample_1d(x, down_filter, down, dim=3)
         return _fir_downsample_1d(x, down_filter, down, dim=2)
