@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .stylegan1 import assert_shape
+from .contract import assert_shape
 
 LRELU_SLOPE = 0.2             # Every StyleGAN's leaky ReLU; the Gaussian fit inverts it (supplement Sec. 2.4).
 LRELU_GAIN = math.sqrt(2.0)   # The gain NVIDIA's bias_act applies after a leaky ReLU.
@@ -91,8 +91,6 @@ def scale_channels(x: torch.Tensor, scale: torch.Tensor, shift: Optional[torch.T
     backward reads ``x`` once for the scale's gradient instead of building the
     full-size product first (StyleGAN2's styles and demodulation, every layer).
     """
-    if not x.is_contiguous():
-        x = x.contiguous()
     return _ScaleChannels.apply(x, scale, shift)
 
 

@@ -29,12 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.epilogue import IMPLS, default_impl, epilogue
-
-
-def assert_shape(tensor: torch.Tensor, shape: Sequence[Optional[int]], name: str = "tensor") -> None:
-    """Raise ValueError unless ``tensor`` has ``shape`` (None matches any size)."""
-    if tensor.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, tensor.shape)):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(tensor.shape)}")
+from .contract import assert_shape, check_noise, truncated_ws
 
 
 def _check_impl(impl: str) -> str:
@@ -388,21 +383,14 @@ class StyleGAN1Generator(nn.Module):
         """
         if noise is None:
             noise = self.make_noise(ws.shape[0], "random", device=ws.device)
-        for i, (n, r) in enumerate(zip(noise, self.noise_resolutions)):
-            if n is not None and (n.ndim != 4 or n.shape[1:] != (1, r, r) or n.shape[0] not in (1, ws.shape[0])):
-                raise ValueError(f"noise[{i}]: expected shape (B, 1, {r}, {r}), got {tuple(n.shape)}")
+        check_noise(noise, self.noise_resolutions, ws.shape[0])
         return self.synthesis(ws, noise)
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int = 8,
                noise_mode: str = "random") -> torch.Tensor:
         """Convenience: Z -> image, with the official truncation trick."""
-        w = self.mapping(z)
-        ws = w[:, None, :].repeat(1, self.num_ws, 1)
-        if truncation_psi != 1.0:
-            layer = torch.arange(self.num_ws, device=ws.device)[None, :, None]
-            trunc = torch.lerp(self.w_avg.to(ws.dtype), ws, truncation_psi)
-            ws = torch.where(layer < truncation_cutoff, trunc, ws)
+        ws = truncated_ws(self, z, truncation_psi, truncation_cutoff)
         return self.synthesize(ws, self.make_noise(z.shape[0], noise_mode, device=z.device))
 
     def extra_repr(self) -> str:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import frozen_conv
+from .contract import SingleImplementation, check_noise, truncated_ws
 from .layers import (LRELU_GAIN, LRELU_SLOPE, FullyConnected, MappingNetwork, assert_shape, clamp_abs,
                      scale_channels)
 
@@ -451,7 +452,7 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(SingleImplementation, nn.Module):
     """``mapping`` (Z -> W) and ``synthesize`` (W+, noise -> image) for a StyleGAN2 / StyleGAN2-ADA network.
 
     Activations stay NCHW: unlike StyleGAN v1 here, channels-last made a
@@ -490,31 +491,12 @@ class StyleGAN2Generator(nn.Module):
     def resolution(self) -> int:
         return self.cfg.img_resolution
 
-    @property
-    def w_avg(self) -> torch.Tensor:
-        return self.mapping_network.w_avg
-
-    @property
-    def impl(self) -> str:
-        return "ref"
-
-    def set_impl(self, impl: str) -> "StyleGAN2Generator":
-        """Accepted for symmetry with StyleGAN1Generator; StyleGAN2 has one implementation."""
-        from ..ops.epilogue import IMPLS
-        if impl not in IMPLS:
-            raise ValueError(f"unknown impl {impl!r}; choose from {', '.join(IMPLS)}")
-        return self
-
     def noise_layers(self) -> List[SynthesisLayer]:
         return [layer for block in self.synthesis.blocks() for layer in block.layers]
 
     @property
     def noise_resolutions(self) -> List[int]:
         return [layer.resolution for layer in self.noise_layers()]
-
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, z_dim) -> (B, w_dim)."""
-        return self.mapping_network(z)
 
     def make_noise(self, batch: int, mode: str = "random", generator: Optional[torch.Generator] = None,
                    device=None) -> List[Optional[torch.Tensor]]:
@@ -542,21 +524,14 @@ class StyleGAN2Generator(nn.Module):
         res = self.noise_resolutions
         if noise is None:
             noise = self.make_noise(ws.shape[0], "random", device=ws.device)
-        if len(noise) != len(res):
-            raise ValueError(f"noise: expected {len(res)} entries (one per noise layer), got {len(noise)}")
-        for i, (n, r) in enumerate(zip(noise, res)):
-            if n is not None and (n.ndim != 4 or n.shape[1:] != (1, r, r) or n.shape[0] not in (1, ws.shape[0])):
-                raise ValueError(f"noise[{i}]: expected shape (B, 1, {r}, {r}), got {tuple(n.shape)}")
+        check_noise(noise, res, ws.shape[0])
         return self.synthesis(ws.to(torch.float32), noise)
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
                noise_mode: str = "random") -> torch.Tensor:
         """Convenience: Z -> image, with the truncation trick on the first ``truncation_cutoff`` layers."""
-        ws = self.mapping(z)[:, None, :].repeat(1, self.num_ws, 1)
-        if truncation_psi != 1.0:
-            cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
-            ws[:, :cutoff] = torch.lerp(self.w_avg.to(ws.dtype), ws[:, :cutoff], truncation_psi)
+        ws = truncated_ws(self, z, truncation_psi, truncation_cutoff)
         return self.synthesize(ws, self.make_noise(z.shape[0], noise_mode, device=z.device))
 
     def extra_repr(self) -> str:

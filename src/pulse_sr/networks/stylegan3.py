@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.epilogue import IMPLS
 from . import frozen_conv
+from .contract import SingleImplementation, truncated_ws
 from .layers import (LRELU_GAIN, LRELU_SLOPE, FullyConnected, MappingNetwork, assert_shape, clamp_abs,
                      scale_channels)
 
@@ -550,7 +550,7 @@ _MAPPING_KEYS = ("num_layers", "lr_multiplier")
 _MAPPING_TRAINING_ONLY = ("w_avg_beta",)
 
 
-class StyleGAN3Generator(nn.Module):
+class StyleGAN3Generator(SingleImplementation, nn.Module):
     """The full generator: ``mapping`` (z -> w) and ``synthesize`` (W+ -> image); no noise inputs.
 
     Keyword arguments are those of NVIDIA's ``networks_stylegan3.Generator``
@@ -637,24 +637,6 @@ class StyleGAN3Generator(nn.Module):
     def noise_resolutions(self) -> List[int]:
         return []
 
-    @property
-    def w_avg(self) -> torch.Tensor:
-        return self.mapping_network.w_avg
-
-    @property
-    def impl(self) -> str:
-        return "ref"
-
-    def set_impl(self, impl: str) -> "StyleGAN3Generator":
-        """Accept any epilogue implementation name; StyleGAN3 has a single implementation."""
-        if impl not in IMPLS:
-            raise ValueError(f"unknown impl {impl!r}; choose from {', '.join(IMPLS)}")
-        return self
-
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, z_dim) -> (B, w_dim)."""
-        return self.mapping_network(z)
-
     def make_noise(self, batch: int, mode: str = "random", generator: Optional[torch.Generator] = None,
                    device=None) -> List[torch.Tensor]:
         """No noise inputs: always []."""
@@ -671,11 +653,7 @@ class StyleGAN3Generator(nn.Module):
                noise_mode: str = "const") -> torch.Tensor:
         """Convenience: z (B, z_dim) -> image, with the truncation trick on the first ``truncation_cutoff``
         ws (None: all). ``noise_mode`` is accepted for compatibility and ignored."""
-        ws = self.mapping(z)[:, None, :].repeat(1, self.num_ws, 1)
-        if truncation_psi != 1.0:
-            cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
-            ws[:, :cutoff] = torch.lerp(self.w_avg.to(ws.dtype), ws[:, :cutoff], truncation_psi)
-        return self.synthesize(ws)
+        return self.synthesize(truncated_ws(self, z, truncation_psi, truncation_cutoff))
 
     def extra_repr(self) -> str:
         return (f"resolution={self.resolution}, num_ws={self.num_ws}, w_dim={self.w_dim}, "
