@@ -28,6 +28,9 @@ _LAZY = {
     "PulseResult": "pulse_sr.search",
     "StyleGAN1Config": "pulse_sr.networks.stylegan1",
     "StyleGAN1Generator": "pulse_sr.networks.stylegan1",
+    "StyleGAN2Config": "pulse_sr.networks.stylegan2",
+    "StyleGAN2Generator": "pulse_sr.networks.stylegan2",
+    "StyleGAN3Generator": "pulse_sr.networks.stylegan3",
 }
 
 

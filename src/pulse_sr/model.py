@@ -36,7 +36,7 @@ class PulseModel:
     else the file recorded (licence, training data, ...).
     """
 
-    generator: torch.nn.Module                     # The network (StyleGAN1Generator), eval mode, no grads.
+    generator: torch.nn.Module                     # StyleGAN1/2/3Generator, eval mode, no grads.
     gaussian_fit: GaussianFit                      # {'mean': (w_dim,), 'std': (w_dim,)} on the generator's device.
     crop_template: Union[Dict[str, Any], str, None] = None  # How faces are framed; see above.
     source: str = ""                               # Registry name or path it was loaded from.
