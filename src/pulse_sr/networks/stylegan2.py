@@ -333,8 +333,12 @@ class ToRGB(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """(B, in, r, r), (B, w_dim) -> (B, out, r, r)."""
         styles = self.affine(w) * self.weight_gain
-        x = frozen_conv.conv2d(scale_channels(x, styles), self.weight)
-        return clamp_abs(x + self.bias.reshape(1, -1, 1, 1), self.conv_clamp)
+        # A 1x1 conv to 3 channels is a (B, 3, in) @ (B, in, r*r) product: with the styles in
+        # that small per-sample weight, the full-size modulated input is never built.
+        b, c, h, wd = x.shape
+        weight = self.weight.reshape(1, self.out_channels, c) * styles.reshape(b, 1, c)
+        x = torch.baddbmm(self.bias.reshape(1, -1, 1), weight, x.reshape(b, c, h * wd))
+        return clamp_abs(x.reshape(b, -1, h, wd), self.conv_clamp)
 
     def extra_repr(self) -> str:
         return f"in={self.in_channels}, out={self.out_channels}"
