@@ -296,6 +296,8 @@ def _zero_insert_reference(x, f, gain=4.0):
     """NVIDIA's upfirdn2d(up=2) written the slow way: insert zeros, pad, convolve with the flipped filter."""
     b, c, h, w = x.shape
     taps = f.shape[-1]
+    if f.ndim == 1:  # a separable filter as NVIDIA stores 8 taps or more
+        f = torch.outer(f, f)
     up = torch.zeros(b, c, 2 * h, 2 * w, dtype=x.dtype)
     up[:, :, ::2, ::2] = x
     p0, p1 = (taps + 1) // 2, (taps - 2) // 2
@@ -304,7 +306,7 @@ def _zero_insert_reference(x, f, gain=4.0):
     return torch.nn.functional.conv2d(up, k, groups=c)
 
 
-@pytest.mark.parametrize("taps", [(1, 3, 3, 1), (1, 2, 5, 3, 1, 1), (2, 1, 1)])
+@pytest.mark.parametrize("taps", [(1, 3, 3, 1), (1, 2, 5, 3, 1, 1), (2, 1, 1), (1, 3, 5, 7, 7, 5, 3, 2)])
 def test_upsample2d_fast_path_equals_zero_insertion(taps):
     from pulse_sr.networks.stylegan2 import fir_filter, setup_filter, upsample2d
 
@@ -314,9 +316,10 @@ def test_upsample2d_fast_path_equals_zero_insertion(taps):
     f = f + 0.01 * torch.arange(f.numel(), dtype=torch.float64).reshape(f.shape)  # asymmetric
     assert torch.allclose(upsample2d(x, f), _zero_insert_reference(x, f), atol=1e-12)
     # The padding folded into the convolution equals an explicit pad.
+    f2 = torch.outer(f, f) if f.ndim == 1 else f
     for pad in [(1, 1, 2, 2), (2, 1, 0, 3)]:
         want = torch.nn.functional.conv2d(torch.nn.functional.pad(x, list(pad)),
-                                          f.flip([0, 1])[None, None].expand(3, 1, *f.shape), groups=3)
+                                          f2.flip([0, 1])[None, None].expand(3, 1, *f2.shape), groups=3)
         assert torch.allclose(fir_filter(x, f, pad), want, atol=1e-12)
 
 
