@@ -114,6 +114,14 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
     # The input gain is applied after demodulation, so that it is not normalised away.
     scale = styles if input_gain is None else styles * input_gain
+    if weight.shape[2:] == (1, 1) and padding == 0:
+        # A 1x1 conv (every layer of config R, every ToRGB) is a (B, O, I) @ (B, I, H*W) product:
+        # styles and demodulation go into that small per-sample weight, not onto the activations.
+        b, i, h, w = x.shape
+        wb = weight.reshape(1, -1, i) * scale.reshape(b, 1, i)
+        if dcoefs is not None:
+            wb = wb * dcoefs.reshape(b, -1, 1)
+        return torch.bmm(wb, x.reshape(b, i, h * w)).reshape(b, -1, h, w)
     x = frozen_conv.conv2d(scale_channels(x, scale), weight, padding=padding)
     if dcoefs is not None:
         x = scale_channels(x, dcoefs)
