@@ -399,10 +399,13 @@ def build_app(runner: Runner):
             finally:
                 search.close()
 
-        event = run_btn.click(run, [upload, example, model, lr_size, samples, steps, seed, early, align, operator],
-                              [status, results, download], concurrency_limit=1, concurrency_id="search")
+        run_btn.click(run, [upload, example, model, lr_size, samples, steps, seed, early, align, operator],
+                      [status, results, download], concurrency_limit=1, concurrency_id="search")
         stop_btn.click(_session_call(runner.stop), None, None, queue=False)
-        cancel_btn.click(_session_call(runner.cancel, "Cancelled."), None, [status], queue=False, cancels=[event])
+        # Cancel only raises the search's flag; the search then ends at its next step and its own
+        # last update says "Cancelled.". Gradio's `cancels=` would kill the job from outside, and a
+        # late kill could land on the next run the same page had just started.
+        cancel_btn.click(_session_call(runner.cancel), None, None, queue=False)
     return app
 
 
