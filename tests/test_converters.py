@@ -339,3 +339,13 @@ def test_tf_stylegan2_pickle_matches_nvidia_conversion(tf_fx, tmp_path):
         img = G.synthesize(ws, [None] * len(G.noise_resolutions))
     assert _rel_err(img, tf_fx["image"]) < 1e-4
     assert not marker.exists()
+
+
+def test_legacy_converted_kwargs_build_our_network(tf_fx):
+    # legacy.py writes the mapping/synthesis kwargs of NVIDIA's converted pickles (ffhq.pkl and
+    # friends): embed_features, layer_features, activation, w_avg_beta, use_noise, ... are all known.
+    from pulse_sr.networks.stylegan2 import StyleGAN2Generator
+
+    G = StyleGAN2Generator.from_init_kwargs(tf_fx["nvidia_init_kwargs"])
+    own = {k.replace("mapping_network.", "mapping.", 1): tuple(v.shape) for k, v in G.state_dict().items()}
+    assert own == {k: tuple(v.shape) for k, v in tf_fx["nvidia_state"].items()}
