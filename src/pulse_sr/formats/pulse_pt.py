@@ -11,7 +11,7 @@ from __future__ import annotations
 import pickle
 import re
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -27,10 +27,16 @@ __all__ = ["load_pulse_state_dicts", "load_gaussian_fit_pt", "PULSE_NOISE_SEED"]
 PULSE_NOISE_SEED = 0
 
 
-def _torch_load_weights(path: Path):
-    """``torch.load(weights_only=True)`` with its failures turned into our error types."""
+def torch_load_weights(path: Path, allowed: Sequence[type] = (), noun: str = "weights file"):
+    """``torch.load(weights_only=True)`` with its failures turned into our error types.
+
+    ``allowed`` are classes the file may hold besides tensors and plain containers
+    (rosinality's checkpoints: ``argparse.Namespace``); ``noun`` names the file in messages.
+    """
+    also = f" (beyond tensors and plain containers: {', '.join(c.__name__ for c in allowed)})" if allowed else ""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as exc:
         raise ModelFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     except pickle.UnpicklingError as exc:
@@ -38,15 +44,19 @@ def _torch_load_weights(path: Path):
         # torch names the refused global as 'GLOBAL module.name' (or 'Unsupported class' before 2.4).
         m = re.search(r"(?:GLOBAL|Unsupported class)\s+([\w.]+)", msg)
         if m:
-            raise UnsafePickleError(f"{path}: refusing to load: the file asks for {m.group(1)}, "
-                                    f"which is not allowed in a weights file") from exc
+            raise UnsafePickleError(f"{path}: {noun} asks for {m.group(1)}, which a weights-only load does "
+                                    f"not allow{also}; refusing to load it") from None
+        # torch explains a refused load over several lines; keep the one that says why.
         lines = [line.strip() for line in msg.splitlines()
                  if line.strip() and not line.startswith("Check the documentation")]
-        detail = lines[-1] if lines else "corrupt pickle"
-        raise ModelFormatError(f"{path}: not a readable torch weights file ({detail.strip()[:200]})") from exc
+        found = re.search(r"WeightsUnpickler error: \s*(.+)", msg)
+        detail = (found.group(1) if found else lines[-1] if lines else "corrupt pickle").strip()[:200]
+        if re.search(r"unsupported class|unrecognized function|not an allowed", detail, re.IGNORECASE):
+            raise UnsafePickleError(f"{path}: {detail}; refusing to load it") from None
+        raise ModelFormatError(f"{path}: not a readable torch {noun} ({detail})") from exc
     except Exception as exc:  # RuntimeError (bad zip), EOFError (truncated), ...
-        raise ModelFormatError(f"{path}: not a readable torch weights file "
-                               f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ModelFormatError(f"{path}: not a readable torch {noun} ({type(exc).__name__}: {first[:200]})") from exc
 
 
 def _tensor_dict(obj, path: Path) -> Dict[str, torch.Tensor]:
@@ -126,11 +136,11 @@ def load_pulse_state_dicts(synthesis_path, mapping_path=None) -> LoadedWeights:
     """
     syn_path = Path(synthesis_path)
     what = str(syn_path)
-    sd = _tensor_dict(_torch_load_weights(syn_path), syn_path)
+    sd = _tensor_dict(torch_load_weights(syn_path), syn_path)
     msd = None
     if mapping_path is not None:
         map_path = Path(mapping_path)
-        msd = _tensor_dict(_torch_load_weights(map_path), map_path)
+        msd = _tensor_dict(torch_load_weights(map_path), map_path)
 
     # Architecture from the key names and shapes.
     blocks = [int(m.group(1)) for k in sd for m in [re.match(r"blocks\.(\d+)x\1\.", k)] if m]
@@ -202,7 +212,7 @@ def load_gaussian_fit_pt(path, dim: Optional[int] = 512) -> Dict[str, torch.Tens
     uses (paper Sec. 3.3). Pass ``dim=None`` to accept any length.
     """
     path = Path(path)
-    obj = _torch_load_weights(path)
+    obj = torch_load_weights(path)
     if not isinstance(obj, Mapping):
         raise ModelFormatError(f"{path}: expected a dict with 'mean' and 'std', got {type(obj).__name__}")
     check_keys(str(path), [str(k) for k in obj], ("mean", "std"), against="a Gaussian fit {mean, std}")

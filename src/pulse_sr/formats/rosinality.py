@@ -22,15 +22,14 @@ exactly as NVIDIA's ``legacy.py`` does, so no flip is needed here.
 from __future__ import annotations
 
 import argparse
-import pickle
-import re
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from ..errors import ModelFormatError, UnsafePickleError
+from ..errors import ModelFormatError
 from .keys import check_keys
+from .pulse_pt import torch_load_weights
 from .stylegan2_layout import (DEFAULT_FILTER, MAX_MAPPING_LAYERS, check_dim, check_resolution, filter_buffer,
                                finish_state, generator_kwargs)
 
@@ -57,35 +56,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0].strip() if lines else ""
-
-
-def _torch_load(path: Path):
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as exc:
-        raise ModelFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except pickle.UnpicklingError as exc:
-        # torch explains a refused load over several lines; keep the one that names the culprit.
-        text = str(exc)
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if found:
-            raise UnsafePickleError(
-                f"{path}: checkpoint asks for {found.group(1)}, which a weights-only load does not allow "
-                f"(only tensors, plain containers and argparse.Namespace); refusing to load it") from None
-        detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
-        reason = detail.group(1).strip() if detail else _first_line(text)
-        if re.search(r"unsupported class|unrecognized function|not an allowed", reason, re.IGNORECASE):
-            raise UnsafePickleError(f"{path}: {reason}; refusing to load it") from None
-        raise ModelFormatError(f"{path}: not a readable torch checkpoint ({reason})") from None
-    except Exception as exc:  # RuntimeError, KeyError, EOFError, ... on corrupt or foreign data
-        raise ModelFormatError(
-            f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {_first_line(str(exc))})") from exc
-
-
 def read_rosinality_checkpoint(path) -> Dict[str, Any]:
     """Read a rosinality ``.pt`` file of either form, without running code from it.
 
@@ -97,7 +67,7 @@ def read_rosinality_checkpoint(path) -> Dict[str, Any]:
     """
     path = Path(path)
     what = str(path)
-    obj = _torch_load(path)
+    obj = torch_load_weights(path, allowed=(argparse.Namespace,), noun="checkpoint")
     supported = ("a rosinality/stylegan2-pytorch checkpoint: {'g_ema', 'latent_avg'} from convert_weight.py "
                  "or {'g', 'd', 'g_ema', 'g_optim', 'd_optim', 'args'} from train.py")
     if not isinstance(obj, Mapping):
