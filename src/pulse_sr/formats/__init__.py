@@ -11,6 +11,7 @@
 * :mod:`.pulse_pt` -- PULSE's converted ``synthesis.pt`` / ``mapping.pt`` and
   ``gaussian_fit.pt``;
 * :mod:`.keys` -- the one missing/unknown-names check every loader uses;
+* :mod:`.restricted_pickle` -- the allow-list unpickler both pickle readers use;
 * :mod:`.infer` -- architecture constants from tensor shapes.
 
 A new format is one new module here with a ``load_*(path) -> LoadedWeights``

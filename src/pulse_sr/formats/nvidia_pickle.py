@@ -18,18 +18,17 @@ tensor is an error.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import io
-import pickle
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Mapping, Tuple
 
 import torch
 
-from ..errors import ModelFormatError, UnsafePickleError
+from ..errors import ModelFormatError
 from . import LoadedWeights
 from .keys import load_state_strict
+from .restricted_pickle import COMMON_GLOBALS, AllowListUnpickler, load_allowed
 
 __all__ = ["PersistentObject", "load_nvidia_pickle", "read_nvidia_pickle", "module_state"]
 
@@ -64,10 +63,6 @@ class PersistentObject:
         return f"<persistent {self.class_name} (not executed)>"
 
 
-class _EasyDictStub(dict):
-    """Stands in for ``dnnlib.util.EasyDict``."""
-
-
 def _plain(value):
     """EasyDicts and OrderedDicts as dicts, tuples as lists, numpy scalars as numbers (for kwargs)."""
     if isinstance(value, Mapping):
@@ -92,57 +87,25 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
     return data  # a plain tensor: nothing here trains
 
 
-def _numpy(name: str) -> Callable[[], Any]:
-    def get():
-        import numpy as np
-        try:
-            from numpy._core import multiarray
-        except ImportError:  # numpy < 2
-            from numpy.core import multiarray
-        return np.dtype if name == "dtype" else getattr(multiarray, name)
-    return get
-
-
 _ALLOWED: Dict[Tuple[str, str], Callable[[], Any]] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): lambda: PersistentObject,
-    ("dnnlib.util", "EasyDict"): lambda: _EasyDictStub,
-    ("collections", "OrderedDict"): lambda: collections.OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): lambda: torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): lambda: _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): lambda: _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): lambda: _load_storage,
-    ("numpy", "dtype"): _numpy("dtype"),
-    ("numpy.core.multiarray", "scalar"): _numpy("scalar"),
-    ("numpy._core.multiarray", "scalar"): _numpy("scalar"),
-    ("numpy.core.multiarray", "_reconstruct"): _numpy("_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"): _numpy("_reconstruct"),
-    ("numpy", "ndarray"): lambda: __import__("numpy").ndarray,
+    **COMMON_GLOBALS,
 }
 
 
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        factory = _ALLOWED.get((module, name))
-        if factory is None:
-            raise UnsafePickleError(f"pickle asks for {module}.{name}, which is not on the allow-list of "
-                                    f"an NVIDIA stylegan2-ada / stylegan3 pickle; refusing to load it")
-        return factory()
+class _Unpickler(AllowListUnpickler):
+    allowed = _ALLOWED
+    allowed_in = "an NVIDIA stylegan2-ada / stylegan3 pickle"
 
 
 def read_nvidia_pickle(path) -> Dict[str, Any]:
     """The snapshot dict with every network as a :class:`PersistentObject`; nothing from the file runs."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = _Unpickler(f).load()
-    except UnsafePickleError as exc:
-        raise UnsafePickleError(f"{path}: {exc}") from None
-    except ModelFormatError as exc:
-        raise ModelFormatError(f"{path}: {exc}") from None
-    except OSError as exc:
-        raise ModelFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except Exception as exc:  # truncated or corrupt pickle stream
-        raise ModelFormatError(f"{path}: not a readable NVIDIA pickle ({type(exc).__name__}: {exc})") from None
+    data = load_allowed(path, _Unpickler, "NVIDIA pickle")
     if not isinstance(data, Mapping):
         raise ModelFormatError(f"{path}: holds a {type(data).__name__}, expected NVIDIA's snapshot dict "
                                f"(G, D, G_ema, ...)")

@@ -10,8 +10,6 @@ unassigned is an error. The networks themselves know nothing about this format.
 
 from __future__ import annotations
 
-import collections
-import pickle
 import re
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -19,11 +17,12 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from ..errors import ModelFormatError, UnsafePickleError
+from ..errors import ModelFormatError
 from ..networks.stylegan1 import StyleGAN1Config
 from . import LoadedWeights
 from .infer import build_generator, count_indexed, fit_fmaps, resolution_and_channels
 from .keys import check_keys, load_state_strict
+from .restricted_pickle import COMMON_GLOBALS, AllowListUnpickler, load_allowed
 
 __all__ = ["load_tf_pickle"]
 
@@ -69,58 +68,21 @@ class _TFNetworkStub:
         return f"<Network stub {self.name!r} ({self.build_func_name})>"
 
 
-class _EasyDictStub(dict):
-    """Stands in for ``dnnlib.util.EasyDict`` (a dict with attribute access)."""
-
-
-def _numpy_global(name: str):
-    # numpy 2 moved numpy.core to numpy._core; pickles written by numpy 1 name the
-    # old path, so resolve both spellings to whichever module this numpy has.
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    return getattr(multiarray, name)
-
-
 _ALLOWED_GLOBALS: Dict[Tuple[str, str], Callable[[], object]] = {
     ("dnnlib.tflib.network", "Network"): lambda: _TFNetworkStub,
-    ("dnnlib.util", "EasyDict"): lambda: _EasyDictStub,
-    ("collections", "OrderedDict"): lambda: collections.OrderedDict,
-    ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_global("_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_global("_reconstruct"),
-    ("numpy.core.multiarray", "scalar"): lambda: _numpy_global("scalar"),
-    ("numpy._core.multiarray", "scalar"): lambda: _numpy_global("scalar"),
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
+    **COMMON_GLOBALS,
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(AllowListUnpickler):
     """Unpickler that resolves only the allow-listed globals above."""
 
-    def find_class(self, module: str, name: str):
-        factory = _ALLOWED_GLOBALS.get((module, name))
-        if factory is None:
-            raise UnsafePickleError(
-                f"pickle asks for {module}.{name}, which is not on the allow-list of an official "
-                f"StyleGAN pickle; refusing to load it")
-        return factory()
+    allowed = _ALLOWED_GLOBALS
+    allowed_in = "an official StyleGAN pickle"
 
 
 def _unpickle_restricted(path: Path):
-    try:
-        with open(path, "rb") as f:
-            return _RestrictedUnpickler(f).load()
-    except UnsafePickleError as exc:
-        raise UnsafePickleError(f"{path}: {exc}") from None
-    except ModelFormatError as exc:
-        raise ModelFormatError(f"{path}: {exc}") from None
-    except OSError as exc:
-        raise ModelFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except Exception as exc:  # UnpicklingError, EOFError, ValueError, ... on corrupt data
-        raise ModelFormatError(
-            f"{path}: not a readable StyleGAN pickle ({type(exc).__name__}: {exc})") from exc
+    return load_allowed(path, _RestrictedUnpickler, "StyleGAN pickle")
 
 
 # ---------------------------------------------------------------------------
