@@ -23,6 +23,11 @@ def tiny_generator(resolution: int = 16, seed: int = 0, **kwargs) -> StyleGAN1Ge
     return G.eval().requires_grad_(False)
 
 
+def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    """The generator-equivalence measure: max|ours - ref| / max(1, max|ref|)."""
+    return float((ours - ref).abs().max()) / max(1.0, float(ref.abs().max()))
+
+
 def tiny_model(resolution: int = 16, seed: int = 0, **kwargs) -> PulseModel:
     """tiny_generator with its Gaussian fit (4096 samples), as load_model would return it."""
     G = tiny_generator(resolution, seed, **kwargs)

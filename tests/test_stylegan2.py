@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import rel_err
 from nvidia_pickles import hostile_source, write_snapshot
 from pulse_sr import upsample
 from pulse_sr.errors import ModelFormatError, UnsafePickleError
@@ -24,11 +25,6 @@ from pulse_sr.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 from pulse_sr.search.prior import compute_gaussian_fit
 
 FIXTURES = Path(__file__).parent / "fixtures" / "generators"
-
-
-def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    """The issue's measure: max|ours - ref| / max(1, max|ref|)."""
-    return float((ours - ref).abs().max()) / max(1.0, float(ref.abs().max()))
 
 
 def fixture(name: str) -> dict:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import rel_err
+
 from pulse_sr.networks.layers import MappingNetwork
 from pulse_sr.networks.stylegan3 import StyleGAN3Generator, filtered_lrelu, upfirdn
 from pulse_sr.ops.epilogue import IMPLS
@@ -27,10 +29,6 @@ def _load_fixture(config: str) -> dict:
 def _our_names(state: dict) -> dict:
     return {("mapping_network." + k[len("mapping."):] if k.startswith("mapping.") else k): v
             for k, v in state.items()}
-
-
-def _rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((ours - ref).abs().max() / max(1.0, ref.abs().max().item())).item()
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +52,10 @@ def test_matches_reference(loaded, config):
     fx, G = loaded[config]
     assert fx["kind"] == "stylegan3" and fx["reference"].startswith("NVlabs/stylegan3 ")
     with torch.no_grad():
-        assert _rel_err(G.mapping(fx["z"]), fx["mapping"]) < 1e-4
-        assert _rel_err(G.synthesize(fx["ws"]), fx["image"]) < 1e-4
+        assert rel_err(G.mapping(fx["z"]), fx["mapping"]) < 1e-4
+        assert rel_err(G.synthesize(fx["ws"]), fx["image"]) < 1e-4
         # A different w per layer catches a layer reading the wrong one.
-        assert _rel_err(G.synthesize(fx["ws_mixed"]), fx["image_mixed"]) < 1e-4
+        assert rel_err(G.synthesize(fx["ws_mixed"]), fx["image_mixed"]) < 1e-4
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -203,9 +201,9 @@ def test_nvidia_pickle_matches_reference(config, tmp_path):
     assert not marker.exists()
     G = loaded.generator
     assert isinstance(G, StyleGAN3Generator) and loaded.metadata["architecture"] == "stylegan3"
-    assert _rel_err(G.mapping(fx["z"]), fx["mapping"]) < 1e-4
+    assert rel_err(G.mapping(fx["z"]), fx["mapping"]) < 1e-4
     with torch.no_grad():
-        assert _rel_err(G.synthesize(fx["ws_mixed"]), fx["image_mixed"]) < 1e-4
+        assert rel_err(G.synthesize(fx["ws_mixed"]), fx["image_mixed"]) < 1e-4
     n = sum(t.numel() for t in G.state_dict().values())
     assert n <= stylegan3_parameter_bound(fx["init_kwargs"], "x") < 50 * n
 
