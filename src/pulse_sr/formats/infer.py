@@ -66,11 +66,16 @@ def build_generator(cfg, what: str):
         with torch.device("meta"):
             shapes = StyleGAN1Generator(cfg)
         n = sum(t.numel() for t in shapes.state_dict().values())
+    check_parameter_count(n, what, "its config")
+    return StyleGAN1Generator(cfg)
+
+
+def check_parameter_count(n: int, what: str, source: str) -> None:
+    """ModelFormatError if ``source`` (what the number came from) describes over MAX_PARAMETERS parameters."""
     if n > MAX_PARAMETERS:
-        raise ModelFormatError(f"{what}: its config describes {n / 1e6:.0f} M parameters "
+        raise ModelFormatError(f"{what}: {source} describes {n / 1e6:.0f} M parameters "
                                f"({n * 4 / 2 ** 30:.1f} GiB), over the {MAX_PARAMETERS / 1e6:.0f} M limit; "
                                f"refusing to build it")
-    return StyleGAN1Generator(cfg)
 
 
 def _parameter_bound(cfg) -> int:

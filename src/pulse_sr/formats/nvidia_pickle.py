@@ -27,16 +27,13 @@ import torch
 
 from ..errors import ModelFormatError
 from . import LoadedWeights
+from .infer import check_parameter_count
 from .keys import load_state_strict
 from .restricted_pickle import COMMON_GLOBALS, AllowListUnpickler, load_allowed
 
 __all__ = ["PersistentObject", "load_nvidia_pickle", "read_nvidia_pickle", "module_state"]
 
 FORMAT = "nvidia-pickle"
-
-# NVIDIA's largest released generator (StyleGAN3 at 1024 px) has about 30 M parameters.
-MAX_PARAMETERS = 300_000_000
-
 
 class PersistentObject:
     """What a ``torch_utils.persistence`` object pickles: recorded here, never instantiated."""
@@ -142,13 +139,6 @@ def network_kind(state_names) -> str:
                            "(synthesis.input.freqs) network")
 
 
-def _bounded(n: int, what: str) -> None:
-    if n > MAX_PARAMETERS:
-        raise ModelFormatError(f"{what}: its constructor arguments describe {n / 1e6:.0f} M parameters "
-                               f"({n * 4 / 2 ** 30:.1f} GiB), over the {MAX_PARAMETERS / 1e6:.0f} M limit; "
-                               f"refusing to build it")
-
-
 def _int_in(kwargs: Mapping, key: str, default, low: int, high: int, what: str) -> int:
     v = kwargs.get(key, default)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or not low <= v <= high:
@@ -184,11 +174,11 @@ def _build_checked(kind: str, kwargs: dict, what: str):
     try:
         if kind == "stylegan3":
             from ..networks.stylegan3 import StyleGAN3Generator
-            _bounded(stylegan3_parameter_bound(kwargs, what), what)
+            check_parameter_count(stylegan3_parameter_bound(kwargs, what), what, "its constructor arguments")
             return StyleGAN3Generator.from_init_kwargs(kwargs)
         from ..networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
         cfg = StyleGAN2Config.from_init_kwargs(kwargs, what)
-        _bounded(cfg.parameter_count(), what)
+        check_parameter_count(cfg.parameter_count(), what, "its constructor arguments")
         return StyleGAN2Generator(cfg)
     except (ValueError, TypeError) as exc:
         raise ModelFormatError(str(exc) if str(exc).startswith(what) else f"{what}: {exc}") from None
