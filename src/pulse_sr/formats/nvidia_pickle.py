@@ -29,7 +29,7 @@ from ..errors import ModelFormatError
 from . import LoadedWeights
 from .infer import check_parameter_count
 from .keys import load_state_strict
-from .restricted_pickle import COMMON_GLOBALS, AllowListUnpickler, load_allowed
+from .restricted_pickle import COMMON_GLOBALS, AllowListUnpickler, load_allowed, plain
 
 __all__ = ["PersistentObject", "load_nvidia_pickle", "read_nvidia_pickle", "module_state"]
 
@@ -50,7 +50,7 @@ class PersistentObject:
     @property
     def init_kwargs(self) -> Dict[str, Any]:
         kwargs = self.state.get("_init_kwargs") or {}
-        return _plain(kwargs)
+        return plain(kwargs)
 
     @property
     def init_args(self) -> tuple:
@@ -58,17 +58,6 @@ class PersistentObject:
 
     def __repr__(self) -> str:
         return f"<persistent {self.class_name} (not executed)>"
-
-
-def _plain(value):
-    """EasyDicts and OrderedDicts as dicts, tuples as lists, numpy scalars as numbers (for kwargs)."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "shape", None) == ():
-        return value.item()
-    return value
 
 
 def _load_storage(data: bytes):
@@ -207,7 +196,7 @@ def load_nvidia_pickle(path) -> LoadedWeights:
     state = dict(module_state(net))
     kind = network_kind(state)
     G = generator_from_state(kind, net.init_kwargs, state, f"{path} ({key}, {kind})")
-    training = _plain(snap.get("training_set_kwargs") or {})
+    training = plain(snap.get("training_set_kwargs") or {})
     meta: Dict[str, Any] = {"architecture": kind, "network": key}
     if isinstance(training, dict):
         meta["training_set"] = {k: training[k] for k in ("path", "resolution", "use_labels", "xflip")

@@ -30,6 +30,7 @@ import torch
 from ..errors import ModelFormatError
 from .keys import check_keys
 from .pulse_pt import torch_load_weights
+from .restricted_pickle import plain
 from .stylegan2_layout import (DEFAULT_FILTER, MAX_MAPPING_LAYERS, check_dim, check_resolution, filter_buffer,
                                finish_state, generator_kwargs)
 
@@ -43,17 +44,6 @@ _TRAINING_KEYS = frozenset({"g", "d", "g_ema", "g_optim", "d_optim", "args", "ad
 
 # Names only rosinality's generator has, all present at every resolution.
 _SIGNATURE = ("style.1.weight", "input.input", "conv1.conv.weight", "to_rgb1.conv.weight")
-
-
-def _plain(value: Any) -> Any:
-    """``args`` values as plain Python (Namespaces become dicts)."""
-    if isinstance(value, argparse.Namespace):
-        value = vars(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def read_rosinality_checkpoint(path) -> Dict[str, Any]:
@@ -86,7 +76,7 @@ def read_rosinality_checkpoint(path) -> Dict[str, Any]:
     latent_avg = obj.get("latent_avg")
     if latent_avg is not None and not isinstance(latent_avg, torch.Tensor):
         raise ModelFormatError(f"{what}: 'latent_avg' is a {type(latent_avg).__name__}, not a tensor")
-    args = _plain(obj.get("args")) if obj.get("args") is not None else {}
+    args = plain(obj.get("args")) if obj.get("args") is not None else {}
     if not isinstance(args, dict):
         raise ModelFormatError(f"{what}: 'args' is a {type(obj.get('args')).__name__}, not an argparse.Namespace")
     if args.get("arch", "stylegan2") != "stylegan2":
