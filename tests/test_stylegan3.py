@@ -15,7 +15,8 @@ import torch
 from conftest import rel_err
 
 from pulse_sr.networks.layers import MappingNetwork
-from pulse_sr.networks.stylegan3 import StyleGAN3Generator, filtered_lrelu, upfirdn
+from pulse_sr.networks.fir import upfirdn
+from pulse_sr.networks.stylegan3 import StyleGAN3Generator, filtered_lrelu
 from pulse_sr.ops.epilogue import IMPLS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "generators"
@@ -156,7 +157,8 @@ def test_gradients_reach_every_w(loaded, config):
     assert (g.abs().sum(dim=(0, 2)) > 0).all()  # Every layer's w matters.
 
 
-@pytest.mark.parametrize("up,down,padding", [(1, 1, (2, 1, 0, 3)), (2, 1, (5, 4, 3, 6)), (4, 2, (-3, 2, 1, -2)),
+@pytest.mark.parametrize("up,down,padding", [(1, 1, (2, 1, 0, 3)), (2, 1, (5, 4, 3, 6)), (1, 2, (0, 0, 0, 0)),
+                                             (1, 1, (3, 3, 2, 2)), (4, 2, (-3, 2, 1, -2)),
                                              (2, 2, (0, 0, 0, 0)), (1, 2, (6, 5, 6, 5))])
 def test_separable_upfirdn_matches_2d(up, down, padding):
     # The separable path (transposed convolutions) against the explicit

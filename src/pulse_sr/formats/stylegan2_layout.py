@@ -20,7 +20,7 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..errors import ModelFormatError
-from ..networks.stylegan2 import setup_filter as filter_buffer  # NVIDIA's stored form of a FIR filter
+from ..networks.fir import setup_filter as filter_buffer  # NVIDIA's stored form of a FIR filter
 from .keys import check_keys
 
 __all__ = ["MAX_DIM", "MAX_MAPPING_LAYERS", "DEFAULT_FILTER", "ARCHITECTURES", "check_dim", "check_resolution",

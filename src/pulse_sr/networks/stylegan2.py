@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import frozen_conv
+from .fir import setup_filter, upfirdn, upsample2d
 from .contract import SingleImplementation, check_noise, truncated_ws
 from .layers import (LRELU_GAIN, LRELU_SLOPE, FullyConnected, MappingNetwork, assert_shape, clamp_abs,
                      scale_channels)
@@ -189,57 +190,6 @@ class StyleGAN2Config:
 
 
 # ---------------------------------------------------------------------------
-# FIR filtering
-
-
-def setup_filter(taps: Sequence[float]) -> torch.Tensor:
-    """NVIDIA's stored form of a FIR filter: the normalised outer product for < 8 taps, else the 1-D taps."""
-    f = torch.as_tensor(list(taps), dtype=torch.float32)
-    if f.numel() < 8:
-        f = torch.outer(f, f)
-    return f / f.sum()
-
-
-def fir_filter(x: torch.Tensor, f: torch.Tensor, pad: Tuple[int, int, int, int], gain: float = 1.0) -> torch.Tensor:
-    """Pad (x0, x1, y0, y1) with zeros, then convolve every channel with ``f`` times ``gain``.
-
-    (B, C, H, W) -> (B, C, H + y0 + y1 - fh + 1, W + x0 + x1 - fw + 1). ``f`` is
-    2-D, or 1-D for a separable filter (NVIDIA stores 8 taps or more that way).
-    A 4x4 filter runs as one 2-D depthwise pass, not two 1-D ones: on a CPU the
-    pair took 768 ms forward and backward at 32 x 1024², the single pass 457 ms.
-    """
-    c = x.shape[1]
-    x0, x1, y0, y1 = pad
-    conv_pad: Tuple[int, int] = (0, 0)
-    if x0 == x1 >= 0 and y0 == y1 >= 0:
-        conv_pad = (y0, x0)  # let the convolution pad: no padded copy
-    else:
-        x = F.pad(x, list(pad))
-    if f.ndim == 1:
-        a = (f * math.sqrt(gain)).flip(0).to(x.dtype)  # convolution, not correlation, like NVIDIA's
-        x = frozen_conv.conv2d(x, a.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, conv_pad[1]), groups=c)
-        return frozen_conv.conv2d(x, a.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(conv_pad[0], 0), groups=c)
-    k = (f * gain).flip([0, 1]).to(x.dtype)
-    return frozen_conv.conv2d(x, k[None, None].expand(c, 1, *k.shape), padding=conv_pad, groups=c)
-
-
-def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """2× zero-insertion upsampling then FIR ``f`` (gain 4), NVIDIA's ``upsample2d``; (B, C, H, W) -> (B, C, 2H, 2W)."""
-    b, c, h, w = x.shape
-    taps = f.shape[-1]
-    if f.ndim == 2 and taps % 2 == 0:
-        # The same sums as a strided transposed convolution, without building the zero-filled image.
-        k = (f * 4).to(x.dtype)
-        return frozen_conv.conv_transpose2d(x, k[None, None].expand(c, 1, taps, taps), stride=2,
-                                            padding=taps // 2 - 1, groups=c)
-    up = torch.zeros(b, c, h, 2, w, 2, dtype=x.dtype, device=x.device)
-    up[:, :, :, 0, :, 0] = x
-    up = up.reshape(b, c, 2 * h, 2 * w)
-    p0, p1 = (taps + 1) // 2, (taps - 2) // 2
-    return fir_filter(up, f, (p0, p1, p0, p1), gain=4.0)
-
-
-# ---------------------------------------------------------------------------
 # Layers
 
 
@@ -290,7 +240,7 @@ class SynthesisLayer(nn.Module):
             taps = self.resample_filter.shape[-1]
             p0 = (taps + 1) // 2 - 2 + 1
             p1 = (taps - 2) // 2 + 1 - 1
-            x = fir_filter(x, self.resample_filter, (p0, p1, p0, p1), gain=4.0)
+            x = upfirdn(x, self.resample_filter, padding=(p0, p1, p0, p1), gain=4.0)
         x = scale_channels(x, d, self.bias * g)
         if noise is not None:
             x = x + noise * (self.noise_strength * g)

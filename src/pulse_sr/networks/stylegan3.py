@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import scipy.signal
@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import frozen_conv
+from .fir import upfirdn
 from .contract import SingleImplementation, truncated_ws
 from .layers import (LRELU_GAIN, LRELU_SLOPE, FullyConnected, MappingNetwork, assert_shape, clamp_abs,
                      scale_channels)
@@ -128,102 +129,6 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     return x
 
 
-def _fir_weight(f: torch.Tensor, channels: int, dim: int, dtype: torch.dtype) -> torch.Tensor:
-    """A 1-D filter (K,) as a depthwise conv weight (channels, 1, K, 1) for dim 2 or (channels, 1, 1, K) for dim 3."""
-    shape = (1, 1, -1, 1) if dim == 2 else (1, 1, 1, -1)
-    return f.to(dtype).reshape(shape).expand(channels, -1, -1, -1)
-
-
-def _upsample_fir_1d(x: torch.Tensor, f: Optional[torch.Tensor], up: int, pad: Tuple[int, int], dim: int,
-                     gain: float = 1.0) -> torch.Tensor:
-    """Along ``dim`` (2: H, 3: W) of (B, C, H, W): insert up-1 zeros after each sample, pad by ``pad`` zeros
-    (negative crops), convolve with ``f`` (K,) times ``up * gain`` with no padding. Output length
-    N * up + sum(pad) - K + 1.
-
-    The factor ``up`` restores the mean that the inserted zeros removed.
-    """
-    if f is None:
-        if up > 1:
-            size = list(x.shape)
-            size[dim] *= up
-            z = x.new_zeros(size)
-            index = [slice(None)] * 4
-            index[dim] = slice(None, None, up)
-            z[tuple(index)] = x
-            x = z
-        x = x * gain if gain != 1 else x
-        return F.pad(x, (0, 0) + pad if dim == 2 else pad)
-    # A transposed convolution with stride ``up`` is zero insertion followed by
-    # a full convolution, without multiplying the zeros: y[n] = sum_m x[m] f[n - up m],
-    # n = 0 .. (N - 1) * up + K - 1. Padding then convolving without padding
-    # gives y from n = K - 1 - pad[0] on, so cropping (or padding) y gives it.
-    channels, taps = x.shape[1], f.shape[0]
-    stride = (up, 1) if dim == 2 else (1, up)
-    weight = _fir_weight(f * (up * gain), channels, dim, x.dtype)
-    pads = (pad[0] - (taps - 1), pad[1] - (taps - up))
-    return _transposed_then_pad(x, weight, stride, pads if dim == 2 else (0, 0), pads if dim == 3 else (0, 0))
-
-
-def _transposed_then_pad(x: torch.Tensor, weight: torch.Tensor, stride, pad_h: Tuple[int, int],
-                         pad_w: Tuple[int, int]) -> torch.Tensor:
-    """A depthwise transposed convolution, then pad (negative: crop) each side of H and W.
-
-    The part of a crop that both sides share is the transposed convolution's own
-    ``padding``, so only an uneven remainder goes through ``F.pad``, whose
-    backward builds a full-size zero tensor.
-    """
-    ch = max(0, -max(pad_h))
-    cw = max(0, -max(pad_w))
-    y = frozen_conv.conv_transpose2d(x, weight, stride=stride, padding=(ch, cw), groups=x.shape[1])
-    rest = (pad_w[0] + cw, pad_w[1] + cw, pad_h[0] + ch, pad_h[1] + ch)
-    return F.pad(y, rest) if any(rest) else y
-
-
-def _fir_downsample_1d(x: torch.Tensor, f: Optional[torch.Tensor], down: int, dim: int) -> torch.Tensor:
-    """Along ``dim`` (2: H, 3: W) of (B, C, H, W): convolve with ``f`` (K,) with no padding and keep every
-    ``down``-th sample. Output length (N - K) // down + 1."""
-    if f is None:
-        index = [slice(None)] * 4
-        index[dim] = slice(None, None, down)
-        return x[tuple(index)]
-    channels = x.shape[1]
-    stride = (down, 1) if dim == 2 else (1, down)
-    # Striding the convolution computes only the samples that are kept.
-    return frozen_conv.conv2d(x, _fir_weight(f.flip(0), channels, dim, x.dtype), stride=stride, groups=channels)
-
-
-def upfirdn(x: torch.Tensor, f: Optional[torch.Tensor], up: int = 1, down: int = 1,
-            padding: Sequence[int] = (0, 0, 0, 0), gain: float = 1.0) -> torch.Tensor:
-    """Up-sample, FIR filter, down-sample: (B, C, H, W) -> (B, C, H', W').
-
-    Inserts up-1 zeros after each pixel, pads by ``padding`` = (left, right,
-    top, bottom) zeros (negative crops), convolves with ``f`` times
-    ``up**2 * gain`` (no padding) and keeps every ``down``-th pixel. ``f`` is
-    None (identity), (K,) (separable: one 1-D pass per axis) or (K, K) (a full
-    2-D convolution). H' = (H * up + top + bottom - K + down) // down, and the
-    same for W'.
-    """
-    left, right, top, bottom = (int(p) for p in padding)
-    if f is None or f.ndim == 1:
-        x = _upsample_fir_1d(x, f, up, (left, right), dim=3, gain=gain)
-        x = _upsample_fir_1d(x, f, up, (top, bottom), dim=2)
-        return x[:, :, ::down, ::down] if down > 1 else x
-    if f.ndim != 2 or f.shape[0] != f.shape[1]:
-        raise ValueError(f"filter: expected shape (K,) or (K, K), got {tuple(f.shape)}")
-    channels, taps = x.shape[1], f.shape[0]
-    if up > 1:
-        # As in the 1-D case: a strided transposed convolution never multiplies the
-        # inserted zeros (up**2 times fewer products for a radial filter), then crop.
-        w = (f * (up ** 2 * gain)).to(x.dtype)[None, None].expand(channels, -1, -1, -1)
-        y = _transposed_then_pad(x, w, up, (top - (taps - 1), bottom - (taps - up)),
-                                 (left - (taps - 1), right - (taps - up)))
-        return y[:, :, ::down, ::down] if down > 1 else y
-    x = F.pad(x, (left, right, top, bottom))
-    # conv2d correlates; flipping the taps makes it a convolution.
-    w = (f.flip(0, 1) * gain).to(x.dtype)[None, None].expand(channels, -1, -1, -1)
-    return frozen_conv.conv2d(x, w, stride=down, groups=channels)
-
-
 def filtered_lrelu(x: torch.Tensor,
                    up_filter: Optional[torch.Tensor],
                    down_filter: Optional[torch.Tensor],
@@ -263,9 +168,6 @@ def filtered_lrelu(x: torch.Tensor,
     if slope != 1:
         x = F.leaky_relu(x, slope)
     x = clamp_abs(x, clamp)
-    if down_filter is not None and down_filter.ndim == 1:
-        x = _fir_downsample_1d(x, down_filter, down, dim=3)
-        return _fir_downsample_1d(x, down_filter, down, dim=2)
     return upfirdn(x, down_filter, down=down)
 
 
