@@ -159,10 +159,8 @@ class StyleGAN2Config:
         if mapping.pop("activation", "lrelu") != "lrelu":
             raise ValueError(f"{what}: its mapping does not end in a leaky ReLU, which PULSE's Gaussian fit "
                              f"inverts (supplement Sec. 2.4)")
-        if mapping.pop("embed_features", None) is not None:
-            pass  # only used with c_dim > 0
-        mapping.pop("w_avg_beta", None)
-        mapping.pop("num_ws", None)
+        for k in ("embed_features", "w_avg_beta", "num_ws"):  # labels (c_dim > 0), training, broadcast
+            mapping.pop(k, None)
         if syn.pop("use_noise", True) is False:
             raise ValueError(f"{what}: use_noise=False generators are not supported")
         for k in IGNORED_KWARGS:
