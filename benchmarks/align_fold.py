@@ -21,7 +21,7 @@ from PIL import Image
 
 from pulse_sr import load_model, runtime
 from pulse_sr.images import load_rgb, read_image
-from pulse_sr.pipelines.upsample import _faces_in_the_photo, upsample_files
+from pulse_sr.pipelines.upsample import AlignMode, UpsampleJob, prepare_inputs, upsample_files
 from pulse_sr.search import PulseOptions
 from pulse_sr.search.losses import l2_per_sample
 
@@ -52,19 +52,19 @@ def main(argv=None):
                 photos.append(p)
         rows = []
         for p in photos:
-            faces = _faces_in_the_photo(p, load_rgb(p), p.stem, model, [])
-            if not faces:
+            faces = prepare_inputs(p, p.stem, model, UpsampleJob(align=AlignMode.WARP))
+            if not faces or faces[0].operator.ops[0].name != "warp":
                 print(f"{p.name}: no LR face for the warp path; skipped")
                 continue
-            stem, y, op = faces[0]
+            y, op = faces[0].lr, faces[0].operator
             err = {}
             for mode in ("warp", "resample"):
                 out = tmp / f"out-{mode}-{p.stem}"
-                rep = upsample_files([p], model, out, PulseOptions(), seed=0, align=mode, log=lambda s: None)
-                if not rep["results"]:
+                rep = upsample_files([p], model, out, UpsampleJob(PulseOptions(), seed=0, align=AlignMode(mode)))
+                if not rep.results:
                     break
-                x = read_image(out / rep["results"][0]["output"])[None]
-                err[mode] = float(l2_per_sample(op(x), y[None], op.weight)[0])
+                x = read_image(out / rep.results[0].output)[None]
+                err[mode] = float(l2_per_sample(op(x), y[None], op.mask)[0])
             if len(err) == 2:
                 rows.append(err)
                 print(f"{p.name}: face region {y.shape[2]}x{y.shape[1]} px; MSE in the photo's pixels: "

@@ -49,7 +49,6 @@ def batched(folder: Path, expected: dict, batch: int, t0: float) -> None:
 
     from pulse_sr import load_model, runtime, upsample
     from pulse_sr.ops.operators import auto_operator
-    from pulse_sr.ops.operators import spec_text
 
     runtime.tune("cpu")
     model = load_model("default")
@@ -58,7 +57,7 @@ def batched(folder: Path, expected: dict, batch: int, t0: float) -> None:
     for f in sorted(folder.iterdir()):
         x = pil_to_tensor(load_rgb(f))
         op = auto_operator(x, model.resolution)
-        spec = spec_text(op.describe())
+        spec = op.spec()
         right += spec == expected[f.stem]
         groups.setdefault(spec, []).append((x, op))
     ok, l2, n = 0, [], 0
@@ -87,8 +86,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
     files = sorted(p for p in Path(args.data_dir).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     files = random.Random(args.seed).sample(files, args.n)
-    from pulse_sr.ops.operators import spec_text
-
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         expected = make_inputs(files, root, args.seed)
@@ -102,7 +99,7 @@ def main(argv=None):
                                 "--seed", "0", "--quiet"], capture_output=True, text=True)
             rep = json.loads((out / "report.json").read_text())
             ok = sum(e["success"] for e in rep["results"])
-            right = sum(spec_text(e["operator"]) == expected[setting][Path(e["input"]).stem] for e in rep["results"])
+            right = sum(e.get("spec") == expected[setting][Path(e["input"]).stem] for e in rep["results"])
             l2 = sorted(e["best_l2"] for e in rep["results"])
             print(f"{setting}: {ok}/{len(rep['results'])} within eps={rep['results'][0]['eps']}; operator right for "
                   f"{right}/{len(rep['results'])}; median best L2 {l2[len(l2) // 2]:.2e}; "

@@ -102,7 +102,7 @@ def test_usage_errors_exit_2(tmp_path, model_file):
 def test_unexpected_error_exit_1(tmp_path, model_file, monkeypatch):
     path, _ = model_file
     save_image(torch.rand(3, 4, 4), tmp_path / "a.png")
-    import pulse_sr.pipelines.upsample as uf
+    import pulse_sr.pipelines.upsample.run as uf
 
     def boom(*a, **k):
         raise RuntimeError("out of memory")

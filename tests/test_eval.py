@@ -7,6 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from pulse_sr.cli import main
+from pulse_sr.errors import InputSizeError
 from pulse_sr.ops.resample import upscale_bicubic, upscale_nearest
 from pulse_sr.pipelines.eval import EvalSettings, evaluate
 from pulse_sr.images import save_image
@@ -88,15 +89,14 @@ def test_eval_resumes_and_redoes_stale_records(tmp_path):
     opts = PulseOptions(steps=2)
     settings = EvalSettings(scale=4, runs=1, n=2, batch=2, grid_images=0)
     first = evaluate(data, G, out, opts, settings)
-    assert first["images"] == 2
+    assert first.summary["images"] == 2
     first_l2 = {r["file"]: r["conditions"]["clean"]["runs"][0]["best_l2"]
                 for r in json.loads((out / "results.json").read_text())["per_image"]}
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "per_image").glob("*.json")}
 
-    logs = []
-    again = evaluate(data, G, out, opts, EvalSettings(scale=4, runs=1, n=3, batch=2, grid_images=0),
-                     log=logs.append)
-    assert again["images"] == 3
+    again = evaluate(data, G, out, opts, EvalSettings(scale=4, runs=1, n=3, batch=2, grid_images=0))
+    logs = again.notes
+    assert again.summary["images"] == 3
     assert "2 already done, 1 to run" in logs[0]
     for name, stamp in stamps.items():
         assert (out / "per_image" / name).stat().st_mtime_ns == stamp  # not redone
@@ -104,9 +104,7 @@ def test_eval_resumes_and_redoes_stale_records(tmp_path):
                  for r in json.loads((out / "results.json").read_text())["per_image"]}
     assert {k: second_l2[k] for k in first_l2} == first_l2
 
-    logs.clear()
-    evaluate(data, G, out, PulseOptions(steps=3), EvalSettings(scale=4, runs=1, n=1, grid_images=0),
-             log=logs.append)
+    logs = evaluate(data, G, out, PulseOptions(steps=3), EvalSettings(scale=4, runs=1, n=1, grid_images=0)).notes
     assert "0 already done, 1 to run" in logs[0]  # other search settings: the record is redone
 
 
@@ -117,7 +115,7 @@ def test_eval_niqe_on_a_128px_model(tmp_path):
     data = make_data(tmp_path / "hr", size=128, names=["a.png"])
     res = evaluate(data, G, tmp_path / "out", PulseOptions(steps=2),
                    EvalSettings(scale=8, runs=1, n=1, grid_images=1))
-    nq = res["niqe"]
+    nq = res.summary["niqe"]
     assert nq["computed"] is True
     assert all(isinstance(nq[k], float) and nq[k] > 0 for k in ("HR", "nearest", "bicubic", "PULSE"))
     assert "| HR | nearest | bicubic | PULSE |" in (tmp_path / "out" / "report.md").read_text()
@@ -128,10 +126,10 @@ def test_eval_errors(tmp_path):
     data = make_data(tmp_path / "hr", names=["a.png"])
     save_image(torch.rand(3, 16, 20), data / "wide.png")
     res = evaluate(data, G, tmp_path / "out", PulseOptions(steps=1), EvalSettings(scale=4, runs=1, grid_images=0))
-    assert res["images"] == 1 and "not square" in res["errors"][0]["error"]
+    assert res.summary["images"] == 1 and "not square" in res.errors[0]["error"]
     with pytest.raises(ValueError, match="unknown degradation"):
         evaluate(data, G, tmp_path / "o2", PulseOptions(steps=1), EvalSettings(scale=4, degrade="blur:2"))
-    with pytest.raises(Exception, match="does not divide"):
+    with pytest.raises(InputSizeError, match="does not divide"):
         evaluate(data, G, tmp_path / "o3", PulseOptions(steps=1), EvalSettings(scale=3))
     r = CliRunner().invoke(main, ["eval", str(data), "--out", str(tmp_path / "o4"), "--degrade", "x:1"])
     assert r.exit_code == 2 and "unknown degradation" in r.output
@@ -155,4 +153,4 @@ def test_noise_aware_eps_for_gaussian_degradations(tmp_path):
     eps = {c: rec["conditions"][c]["runs"][0]["eps"] for c in rec["conditions"]}
     assert eps["clean"] == 2e-3 and eps["motion:3"] == 2e-3
     assert eps["gaussian:25"] == pytest.approx(2e-3 + (25 / 255) ** 2)
-    assert res["settings"]["noise_aware"] is True
+    assert res.summary["settings"]["noise_aware"] is True

@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pulse_sr.errors import InputSizeError
 from pulse_sr.images import pil_to_tensor, save_image
 from pulse_sr.ops.operators import (Bicubic, Blur, Box, Compose, Gray, Mask, Nearest, OperatorSpecError, Resize,
                                     as_operator, auto_operator, detect_mosaic, is_gray, parse_operator)
@@ -95,11 +96,11 @@ def test_a_mask_counts_only_known_pixels(tmp_path):
     m[:, :4] = 0
     save_image(m, tmp_path / "mask.png")
     op = parse_operator(f"mask:{tmp_path / 'mask.png'}", (8, 8), 64)
-    assert op.weight.shape == (1, 1, 8, 8) and float(op.weight.sum()) == 32
+    assert op.mask.shape == (1, 1, 8, 8) and float(op.mask.sum()) == 32
     from pulse_sr.search.losses import l2_per_sample
     a, b = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
     b[..., :4, :] = 1  # wrong only where unknown
-    assert float(l2_per_sample(a, b, op.weight)) == 0 and float(l2_per_sample(a, b)) == 0.5
+    assert float(l2_per_sample(a, b, op.mask)) == 0 and float(l2_per_sample(a, b)) == 0.5
     with pytest.raises(OperatorSpecError, match="it must be the input's"):
         parse_operator(f"mask:{tmp_path / 'mask.png'}", (16, 16), 64)
     assert isinstance(op.ops[0], Bicubic) and isinstance(op.ops[1], Mask)
@@ -108,7 +109,7 @@ def test_a_mask_counts_only_known_pixels(tmp_path):
 def test_the_default_is_bicubic_when_it_fits_else_resize_and_larger_inputs_are_refused():
     assert as_operator(None, (8, 8), 64).describe() == {"name": "bicubic", "factor": 8}
     assert as_operator(None, (11, 11), 64).describe() == {"name": "resize", "size": [11, 11]}
-    with pytest.raises(Exception, match="--align"):
+    with pytest.raises(InputSizeError, match="--align"):
         as_operator(None, (65, 65), 64)
     custom = as_operator(lambda hr: hr[..., ::8, ::8], (8, 8), 64)
     assert custom.describe() == {"name": "custom", "fn": "<lambda>"}
@@ -191,9 +192,9 @@ def test_warp_of_an_axis_aligned_frame_is_block_means_and_masks_what_the_frame_m
     hr = torch.rand(2, 3, 64, 64, dtype=torch.float64)
     op = Warp([[4, 0, -40], [0, 4, -80]], (10, 20, 16, 16), 64)  # photo pixel = 4×4 model pixels
     assert torch.allclose(op(hr), torch.nn.functional.avg_pool2d(hr, 4))
-    assert op.weight.sum() == 256 and op.describe()["photo_px_per_model_px"] == 0.25
+    assert op.mask.sum() == 256 and op.describe()["photo_px_per_model_px"] == 0.25
     wide = Warp([[4, 0, -40], [0, 4, -80]], (8, 20, 20, 16), 64)  # two columns each side outside
-    assert wide.weight[0, 0, 0].tolist() == [0, 0] + [1] * 16 + [0, 0]
+    assert wide.mask[0, 0, 0].tolist() == [0, 0] + [1] * 16 + [0, 0]
     x = torch.rand(1, 3, 16, 16, dtype=torch.float64, requires_grad=True)
     small = Warp([[1.9, 0.4, -3], [-0.4, 1.9, 2]], (0, 0, 6, 6), 16)  # rotated: bilinear, differentiable
     assert torch.autograd.gradcheck(lambda t: small(t), (x,), eps=1e-6, atol=1e-5)

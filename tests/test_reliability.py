@@ -14,10 +14,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pulse_sr.cli import main
+from pulse_sr.diagnostics import collect
 from pulse_sr.errors import InputImageError, ModelFormatError
 from pulse_sr.formats.safetensors_file import CONFIG_KEY, save_generator
 from pulse_sr.images import expand_inputs, load_rgb, save_image
-from pulse_sr.pipelines import upsample as pipe
+from pulse_sr.pipelines.upsample import run as pipe
 from pulse_sr.pipelines.upsample import plan_names
 
 from conftest import tiny_model
@@ -234,7 +235,8 @@ def test_a_fifo_is_refused_not_read(tmp_path):
     assert "is a FIFO, not an image file" in out.stdout, out.stderr
     notes = []
     lr_image(tmp_path / "ok.png")
-    assert expand_inputs([tmp_path], notes) == [tmp_path / "ok.png"]
+    with collect(notes):
+        assert expand_inputs([tmp_path]) == [tmp_path / "ok.png"]
     assert notes == [f"skipped {tmp_path / 'x.png'}: a FIFO, not an image file"]
 
 

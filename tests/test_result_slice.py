@@ -46,17 +46,26 @@ def _pipeline_slice(tmp: Path) -> dict:
     from conftest import tiny_model
 
     from pulse_sr.images import save_image
-    from pulse_sr.pipelines.upsample import upsample_files
     from pulse_sr.search import PulseOptions
+
+    try:
+        from pulse_sr.pipelines.upsample import UpsampleJob, upsample_files
+    except ImportError:  # bb7279a, where the slice was recorded
+        from pulse_sr.pipelines.upsample import upsample_files
+        UpsampleJob = None
 
     model = tiny_model(16)
     g = torch.Generator().manual_seed(5)
     save_image(torch.rand(3, 4, 4, generator=g), tmp / "a.png")
     gray = torch.rand(1, 8, 8, generator=g).expand(3, -1, -1)
     save_image(gray, tmp / "b.png")
-    report = upsample_files([tmp / "a.png", tmp / "b.png"], model, tmp / "out", PulseOptions(steps=2), samples=2,
-                            seed=1, log=lambda line: None)
-    report = report if isinstance(report, dict) else report.to_json()
+    files = [tmp / "a.png", tmp / "b.png"]
+    if UpsampleJob is None:
+        report = upsample_files(files, model, tmp / "out", PulseOptions(steps=2), samples=2, seed=1,
+                                log=lambda line: None)
+    else:
+        report = upsample_files(files, model, tmp / "out", UpsampleJob(PulseOptions(steps=2), samples=2, seed=1))
+        report = report.to_json()
     keep = ("output", "downscaled", "success", "best_l2", "eps", "operator", "lr_error", "best_step", "steps",
             "seed")
     return {"results": [{k: r[k] for k in keep} for r in report["results"]], "exit_code": report["exit_code"]}

@@ -8,7 +8,7 @@ import torch
 
 from pulse_sr import upsample
 from pulse_sr.images import save_image
-from pulse_sr.pipelines.upsample import upsample_files
+from pulse_sr.pipelines.upsample import RunContext, UpsampleJob, upsample_files
 from pulse_sr.search import PulseOptions
 from pulse_sr.images import residual_map
 from pulse_sr.web.app import Runner, ServeSettings, UploadError
@@ -61,14 +61,14 @@ def test_a_stopped_input_is_marked_and_redone_by_a_rerun(tmp_path):
     save_image(torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(2)), tmp_path / "in" / "b.png")
     files = [src, tmp_path / "in" / "b.png"]
     out = tmp_path / "out"
-    report = upsample_files(files, m, out, PulseOptions(steps=20), seed=0, stop=lambda: True, log=lambda s: None)
-    assert [r["input"] for r in report["results"]] == [str(src)]  # b never started
-    assert report["results"][0]["stopped"] is True and report["results"][0]["steps"] == 1
+    job = UpsampleJob(PulseOptions(steps=20), seed=0)
+    report = upsample_files(files, m, out, job, RunContext(stop=lambda: True))
+    assert [r.input for r in report.results] == [str(src)]  # b never started
+    assert report.results[0].stopped is True and report.results[0].steps == 1
     assert "stopped on request" in json.loads((out / "report.json").read_text())["stopped"]
-    logs = []
-    again = upsample_files(files, m, out, PulseOptions(steps=20), seed=0, log=logs.append)
-    assert not any("done in an earlier run" in line for line in logs)
-    assert [r["steps"] for r in again["results"]] == [20, 20] and "stopped" not in again
+    again = upsample_files(files, m, out, job)
+    assert not any("done in an earlier run" in line for line in again.notes)
+    assert [r.steps for r in again.results] == [20, 20] and again.stopped is None
 
 
 def test_a_port_in_use_is_one_line_and_leaves_no_temp_folder(tmp_path, monkeypatch):

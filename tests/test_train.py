@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pulse_sr.diagnostics import collect
 from pulse_sr.formats.safetensors_file import load_saved_generator
 from pulse_sr.train.augment import diff_augment
 from pulse_sr.train.dataset import load_dataset, write_pack
@@ -31,7 +32,8 @@ def test_train_writes_outputs_and_resumes(tmp_path):
     data = _data(tmp_path)
     out = tmp_path / "run"
     logs = []
-    final = train(_opts(data, out, 0.008), log=logs.append)
+    with collect(logs):
+        final = train(_opts(data, out, 0.008))
     assert final.exists() and (out / "checkpoint.pt").exists() and (out / "samples_final.png").exists()
     recs = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert [r["kimg"] for r in recs] == [0.004, 0.008]
@@ -42,7 +44,8 @@ def test_train_writes_outputs_and_resumes(tmp_path):
     assert G.resolution == 16 and extras["trained_kimg"] == 0.008
     # Resume: starts from the checkpoint's image count, not from zero.
     logs.clear()
-    train(_opts(data, out, 0.016), log=logs.append)
+    with collect(logs):
+        train(_opts(data, out, 0.016))
     assert any("resumed" in l and "at 0.008 kimg" in l for l in logs)
     recs = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert [r["kimg"] for r in recs][-2:] == [0.012, 0.016]
@@ -55,12 +58,12 @@ def test_train_writes_outputs_and_resumes(tmp_path):
 def test_resume_with_other_config_is_refused(tmp_path):
     data = _data(tmp_path)
     out = tmp_path / "run"
-    train(_opts(data, out, 0.004), log=lambda s: None)
+    train(_opts(data, out, 0.004))
     other = _opts(data, out, 0.008)
     other.fmap_max = 8
     import pytest
     with pytest.raises(ValueError, match="differs"):
-        train(other, log=lambda s: None)
+        train(other)
 
 
 def test_pack_roundtrip_and_augment(tmp_path):
@@ -78,12 +81,13 @@ def test_pack_roundtrip_and_augment(tmp_path):
 
 def test_train_can_start_from_a_saved_generator(tmp_path):
     data = _data(tmp_path)
-    first = train(_opts(data, tmp_path / "a", 0.004), log=lambda s: None)
+    first = train(_opts(data, tmp_path / "a", 0.004))
     src = load_saved_generator(first).generator
     opts = _opts(data, tmp_path / "b", 0.004)
     opts.init = str(first)
     logs = []
-    train(opts, log=logs.append)
+    with collect(logs):
+        train(opts)
     assert any("start from" in line for line in logs)
     ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     # One step of batch 4 moves G only slightly away from where it started.
@@ -93,7 +97,7 @@ def test_train_can_start_from_a_saved_generator(tmp_path):
     opts.init, opts.resolution = str(first), 32
     import pytest
     with pytest.raises(ValueError, match="differs from the requested"):
-        train(opts, log=lambda s: None)
+        train(opts)
 
 
 def test_half_precision_epilogue_runs_in_float32():
@@ -106,3 +110,15 @@ def test_half_precision_epilogue_runs_in_float32():
     got = epilogue(x.bfloat16(), None, s, b, gamma, beta, 1e-8, impl="torch")
     assert got.dtype == torch.bfloat16
     assert (got.float() - want).abs().max() < 0.05 * want.abs().max()
+
+
+def test_pulse_train_on_an_empty_folder_is_one_line_and_exit_2(tmp_path):
+    from click.testing import CliRunner
+
+    from pulse_sr.cli import main
+
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "empty"), "--out", str(tmp_path / "run"),
+                                  "--device", "cpu"])
+    assert r.exit_code == 2, r.output
+    assert r.output.count("\n") == 1 and r.output.startswith("error: ") and "no PNG/JPEG/WebP/BMP images" in r.output

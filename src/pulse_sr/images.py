@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -12,6 +13,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputImageError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -60,13 +63,13 @@ def _special_kind(st_mode: int) -> str:
     return "not a regular file"
 
 
-def load_rgb(path, notes: Optional[List[str]] = None) -> Image.Image:
+def load_rgb(path) -> Image.Image:
     """Open ``path`` as an RGB PIL image, or raise InputImageError with a one-line reason.
 
     Only regular files are opened (a FIFO named ``x.png`` would block forever),
     and only images of at most :func:`max_pixels` pixels are decoded. For an
     animated or multi-page file the first frame is used, and a line saying so
-    is appended to ``notes``.
+    is logged.
     """
     path = Path(path)
     try:
@@ -87,8 +90,8 @@ def load_rgb(path, notes: Optional[List[str]] = None) -> Image.Image:
                 raise InputImageError(f"{path}: {w}×{h} is {w * h / 1e6:.0f} MP, over the {limit / 1e6:.0f} MP limit; "
                                       f"shrink it first or raise PULSE_MAX_PIXELS")
             frames = getattr(img, "n_frames", 1)
-            if frames > 1 and notes is not None:
-                notes.append(f"{path}: {frames} frames; used the first")
+            if frames > 1:
+                log.info("%s: %d frames; used the first", path, frames)
             img.load()
             return to_rgb(img)
     except InputImageError:
@@ -103,6 +106,14 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> (3, H, W) float32 in [0, 1]."""
     arr = np.asarray(to_rgb(img), dtype=np.float32) / 255.0
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def read_mask(path) -> torch.Tensor:
+    """A mask file (white = the pixels that count) as a (3, h, w) tensor in [0, 1], read like an input.
+
+    The ``mask:PATH`` operator term gets its pixels from here (ops/ reads no files).
+    """
+    return pil_to_tensor(load_rgb(path))
 
 
 def tensor_to_pil(x: torch.Tensor) -> Image.Image:
@@ -166,11 +177,11 @@ def enlarge(x, at_least: int = 128):
     return F.interpolate(x[None], scale_factor=f, mode="nearest")[0] if f > 1 else x
 
 
-def expand_inputs(inputs, notes: Optional[List[str]] = None) -> List[Path]:
+def expand_inputs(inputs) -> List[Path]:
     """Files as given, plus the images inside any folders (sorted, not recursive).
 
     What a folder holds besides PNG/JPEG/WebP/BMP files (other files, subfolders,
-    FIFOs, broken or looping links) is skipped with a line in ``notes``. Files
+    FIFOs, broken or looping links) is skipped with a line in the log. Files
     named explicitly are kept, so that reading them reports what is wrong.
     """
     out: List[Path] = []
@@ -182,15 +193,14 @@ def expand_inputs(inputs, notes: Optional[List[str]] = None) -> List[Path]:
         try:
             entries = sorted(p.iterdir())
         except OSError as exc:  # an unreadable folder is one bad input, not the end of the batch
-            if notes is not None:
-                notes.append(f"skipped {p}: cannot be read ({exc.strerror or exc})")
+            log.info("skipped %s: cannot be read (%s)", p, exc.strerror or exc)
             continue
         for f in entries:
             why = _skip_reason(f)
             if why is None:
                 out.append(f)
-            elif notes is not None:
-                notes.append(f"skipped {f}: {why}")
+            else:
+                log.info("skipped %s: %s", f, why)
     return out
 
 

@@ -11,8 +11,8 @@ PULSE only works on faces framed the way the generator was trained (Section 4:
    downscale PULSE's loss uses.
 """
 
-from .crops import (align_all, align_photo_for_model, demo_photo, frame_only, load_image,  # noqa: F401
-                    prepare_lr)
+from .crops import (FaceWindow, align_all, align_photo_for_model, demo_photo, face_windows,  # noqa: F401
+                    frame_only, load_image, prepare_lr)
 from .detection import Face, FaceDetectorUnavailable, detect_faces  # noqa: F401
 from .geometry import align_face, apply_transform, ffhq_align, ffhq_quad, similarity_transform  # noqa: F401
 from .templates import (FFHQ, LANDMARK_NAMES, Template, TemplateError, check_template,  # noqa: F401

@@ -6,6 +6,8 @@ downscale, so that PULSE's downscaling loss sees the same operator.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -110,3 +112,43 @@ def face_frames(image, model) -> Optional[List[np.ndarray]]:
 
     return [similarity_transform(landmark_points(face.landmarks), template_points(template, size))
             for face in detect_faces(_as_rgb(image))]
+
+
+@dataclass(frozen=True)
+class FaceWindow:
+    """Where a face's model frame lies in a photo: the similarity from photo to frame coordinates
+    and the photo box (x0, y0, w, h) of the pixels it covers."""
+
+    index: int                      # the face's rank by size, largest first
+    to_frame: np.ndarray            # (2, 3) photo -> model frame
+    box: Tuple[int, int, int, int]  # x0, y0, w, h in the photo
+
+
+def face_windows(image, model) -> Tuple[Optional[List[FaceWindow]], str]:
+    """For a LR photo: every face's window, so that the photo's own pixels can be the measurement.
+
+    Returns (windows, note). Windows are None when a face spans more photo pixels than the model's
+    frame (the note says so) or when the model's crop is FFHQ's (not one similarity of the
+    landmarks): then faces are aligned and downscaled first. [] when the photo has no face (or, with a
+    note, when every face's frame covers under 2×2 photo pixels, which are left out).
+    """
+    frames = face_frames(image, model)
+    if frames is None:
+        return None, ""
+    R = int(model.resolution)
+    W, H = _as_rgb(image).size
+    out = []
+    for k, M in enumerate(frames):
+        scale = math.sqrt(abs(np.linalg.det(M[:, :2])))  # model pixels per photo pixel
+        if scale < 1:
+            return None, (f"face {k} spans {R / scale:.0f} px, more than the model's {R}: aligned and downscaled "
+                          f"to the model's frame first")
+        A = np.linalg.inv(M[:, :2])
+        corners = (np.array([[0, 0], [R, 0], [0, R], [R, R]], dtype=np.float64) - M[:, 2]) @ A.T
+        x0, y0 = np.floor(corners.min(0)).astype(int)
+        x1, y1 = np.ceil(corners.max(0)).astype(int)
+        x0, y0 = max(0, int(x0)), max(0, int(y0))
+        x1, y1 = min(W, int(x1)), min(H, int(y1))
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            out.append(FaceWindow(k, M, (x0, y0, x1 - x0, y1 - y0)))
+    return out, "the faces' frames fall outside the photo" if frames and not out else ""

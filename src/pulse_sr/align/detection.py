@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from ..errors import PulseError
+from ..errors import FaceDetectorUnavailable
 from .geometry import _as_rgb, _compose, _invert, _warp, apply_transform, similarity_transform
 from .templates import LANDMARK_NAMES, landmark_points
 
@@ -34,9 +34,6 @@ _CNN_MODEL_FILE = "mmod_human_face_detector.dat"
 
 log = logging.getLogger(__name__)
 
-
-class FaceDetectorUnavailable(PulseError):
-    """dlib or its landmark model is not installed."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence, Union
 
 import numpy as np
 
-from ..errors import PulseError
+from ..errors import TemplateError
 
 # Marker of models trained on FFHQ-aligned faces: NVIDIA's own alignment recipe.
 FFHQ = "ffhq"
@@ -23,9 +23,6 @@ LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 Template = Union[Mapping[str, object], str]
 
-
-class TemplateError(PulseError):
-    """A crop template is malformed, or a model records no crop convention."""
 
 
 def landmark_points(landmarks: Mapping[str, Sequence[float]]) -> np.ndarray:

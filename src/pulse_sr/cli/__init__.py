@@ -26,25 +26,31 @@ SUBCOMMANDS = {
 
 class LazyGroup(click.Group):
     def invoke(self, ctx):
-        # Library errors are expected: one line, exit 2 (bad usage or input).
-        # Anything else is a bug or an environment problem: one line, exit 1,
-        # unless PULSE_DEBUG=1 asks for the traceback.
-        from ..errors import EXIT_BAD_INPUT, EXIT_ERROR, PulseError
+        # The one place where errors become exit codes and log records become lines on stderr.
+        # Library errors are expected: one line, and the exit code the exception carries
+        # (2 for bad usage or input). Anything else is a bug or an environment problem:
+        # one line, exit 1, unless PULSE_DEBUG=1 asks for the traceback.
+        from ..diagnostics import handler_installed
+        from ..errors import EXIT_ERROR, PulseError
+        from .common import CLI_LOG
 
+        CLI_LOG.reset()
         try:
-            return super().invoke(ctx)
+            with handler_installed(CLI_LOG):
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except PulseError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            click.echo(f"{CLI_LOG.prefix}error: {exc}", err=True)
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
         except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
             if os.environ.get("PULSE_DEBUG"):
                 raise
-            click.echo(f"error: {exc.__class__.__name__}: {exc} (set PULSE_DEBUG=1 for a traceback)", err=True)
+            click.echo(f"{CLI_LOG.prefix}error: {exc.__class__.__name__}: {exc} (set PULSE_DEBUG=1 for a traceback)",
+                       err=True)
             sys.exit(EXIT_ERROR)
 
     def list_commands(self, ctx):

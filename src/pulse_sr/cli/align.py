@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_BAD_INPUT, echo_err
 
 
 @click.command("align")
@@ -30,19 +29,15 @@ def align(photos, out_dir, model, template, size, lr_size, no_detect):
 
     Exit codes: 0 done, 3 some photo had no face, 2 bad usage or input, 1 other errors.
     """
-    from ..align import FaceDetectorUnavailable, TemplateError
+    from ..errors import TemplateError
     from ..pipelines.align import align_files, resolve_crop
 
     try:
         tmpl, size, lr_size = resolve_crop(model, template, size, lr_size, detect=not no_detect)
     except TemplateError as exc:
         raise click.UsageError(str(exc))
-    try:
-        summary = align_files(photos, out_dir, tmpl, size, lr_size, detect=not no_detect, log=echo_err,
-                              on_written=lambda path, names: click.echo(
-                                  f"{path}: {', '.join(names)} ({size}px, LR {lr_size}px)"))
-    except FaceDetectorUnavailable as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_BAD_INPUT)
-    sys.exit(summary["exit_code"])
+    summary = align_files(photos, out_dir, tmpl, size, lr_size, detect=not no_detect,
+                          on_written=lambda path, names: click.echo(
+                              f"{path}: {', '.join(names)} ({size}px, LR {lr_size}px)"))
+    sys.exit(summary.exit_code)
 

@@ -1,24 +1,48 @@
-"""Pieces shared by the subcommands: messages, model loading with a progress bar, progress bars,
-and click options generated from the library's option dataclasses."""
+"""Pieces shared by the subcommands: the log handler, model loading with a progress bar, progress
+bars, and click options generated from the library's option dataclasses."""
 
 from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import logging
 import sys
 import typing
 from typing import Callable, Dict, Iterable, Optional
 
 import click
 
+from ..diagnostics import LineHandler
 from ..errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK
 
 __all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_BAD_INPUT", "EXIT_NOT_FOUND", "echo_err", "validate_options",
-           "load_model_or_exit", "dataclass_options", "options_from_kwargs", "StepBars", "ByteBars"]
+           "load_model", "dataclass_options", "options_from_kwargs", "StepBars", "ByteBars", "CLI_LOG",
+           "log_as_rank"]
 
 
 def echo_err(msg: str) -> None:
     click.echo(msg, err=True)
+
+
+class _CliLog(LineHandler):
+    """The CLI's one handler: the library's log records as lines on stderr (installed by LazyGroup)."""
+
+    def __init__(self):
+        super().__init__(echo_err)  # click.echo finds the current stderr at each line (CliRunner swaps it)
+
+    def reset(self) -> None:
+        self.prefix = ""
+        self.setLevel(logging.INFO)
+
+
+CLI_LOG = _CliLog()
+
+
+def log_as_rank(ranks, quiet: bool = False) -> None:
+    """Lines of a torchrun rank start with ``[rank R/W]``; ``quiet`` keeps only warnings and errors."""
+    CLI_LOG.prefix = ranks.prefix()
+    if quiet:
+        CLI_LOG.setLevel(logging.WARNING)
 
 
 def validate_options(*objs) -> None:
@@ -30,15 +54,14 @@ def validate_options(*objs) -> None:
         raise click.UsageError(str(exc))
 
 
-def load_model_or_exit(model: str, mapping=None, gaussian_fit=None):
-    """Load a model; a missing or broken one is a one-line error with exit code 2.
+def load_model(model: str, mapping=None, gaussian_fit=None):
+    """Load a model (errors go to LazyGroup: one line, exit 2 for a missing or broken file).
 
     The first load of a model without a stored Gaussian fit computes it, with a progress bar.
     """
     from tqdm import tqdm
 
-    from ..errors import PulseError
-    from ..model import load_model
+    from ..model import load_model as load
 
     bar = None
 
@@ -51,10 +74,7 @@ def load_model_or_exit(model: str, mapping=None, gaussian_fit=None):
         bar.refresh()
 
     try:
-        return load_model(model, mapping_path=mapping, gaussian_fit_path=gaussian_fit, fit_progress=progress)
-    except PulseError as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_BAD_INPUT)
+        return load(model, mapping_path=mapping, gaussian_fit_path=gaussian_fit, fit_progress=progress)
     finally:
         if bar is not None:
             bar.close()
@@ -175,12 +195,6 @@ def options_from_kwargs(cls, kwargs: dict, *, prefix: str = "", **overrides):
             values[f.name] = kwargs.pop(prefix + f.name)
     values.update(overrides)
     return cls(**values)
-
-
-def rank_log(ranks):
-    """``echo_err`` with ``[rank R/W]`` in front of every line when the run is sharded."""
-    prefix = ranks.prefix()
-    return (lambda line: echo_err(prefix + line)) if prefix else echo_err
 
 
 def sharded_exit_note(ranks, code: int) -> str:

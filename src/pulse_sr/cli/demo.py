@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import StepBars, echo_err, load_model_or_exit
+from .common import StepBars, echo_err, load_model
 
 
 @click.command("demo")
@@ -21,9 +21,9 @@ from .common import StepBars, echo_err, load_model_or_exit
 @click.option("--device", default=None)
 def demo(out_dir, model, samples, seed, lr_size, steps, photo, device):
     """Sample a face, downscale it to LR, and find several HR faces that downscale to it."""
-    from ..pipelines.demo import run_demo
+    from ..pipelines.demo import DemoJob, run_demo
 
-    pulse_model = load_model_or_exit(model)
+    pulse_model = load_model(model)
     runs = [("sampled", None, None)]
     if photo:
         try:
@@ -34,12 +34,13 @@ def demo(out_dir, model, samples, seed, lr_size, steps, photo, device):
             echo_err(f"skipping the real-photo demo: {exc}")
     for tag, lr, hr in runs:
         with StepBars() as bars:
-            out = run_demo(pulse_model, out_dir, samples=samples, seed=seed, lr_size=lr_size, steps=steps,
-                           device=device, progress=lambda s, n, info: bars(f"PULSE ({tag}, {samples} seeds)", s, n, {}),
-                           photo_lr=lr, photo_hr=hr, tag=tag)
-        rep = out["report"]
+            job = DemoJob(samples=samples, seed=seed, lr_size=lr_size, steps=steps, tag=tag, photo_lr=lr,
+                          photo_hr=hr)
+            out = run_demo(pulse_model, out_dir, job, device=device,
+                           progress=lambda s, n, info: bars(f"PULSE ({tag}, {samples} seeds)", s, n, {}))
+        rep = out.report
         ok = sum(s["success"] for s in rep["samples"])
         click.echo(f"{tag}: {ok}/{samples} samples within eps={rep['eps']} in {rep['seconds']} s")
-        click.echo(f"  grid:   {out['paths']['grid']}")
-        click.echo(f"  report: {out['paths']['report']}")
+        click.echo(f"  grid:   {out.paths['grid']}")
+        click.echo(f"  report: {out.paths['report']}")
     click.echo("The faces are imaginary people consistent with the input, not the real person.")

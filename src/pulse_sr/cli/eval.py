@@ -9,8 +9,8 @@ import click
 
 from ..pipelines.eval.settings import EvalSettings
 from ..search.options import PulseOptions
-from .common import EXIT_BAD_INPUT, dataclass_options, echo_err, load_model_or_exit, \
-    options_from_kwargs, rank_log, sharded_exit_note, validate_options
+from .common import dataclass_options, echo_err, load_model, log_as_rank, options_from_kwargs, sharded_exit_note, \
+    validate_options
 
 
 @click.command("eval")
@@ -20,7 +20,7 @@ from .common import EXIT_BAD_INPUT, dataclass_options, echo_err, load_model_or_e
 @dataclass_options(EvalSettings, prefix="eval_")
 @dataclass_options(PulseOptions, prefix="search_")
 @click.option("--device", default=None, help="cpu, cuda or mps (default: best available).")
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.option("--quiet", is_flag=True, help="No progress lines (warnings and errors only).")
 def eval_cmd(data_dir, out_dir, model, device, quiet, **kwargs):
     """Evaluate PULSE on the HR images in DATA_DIR (in the model's frame) and write
     OUT/results.json, OUT/report.md and OUT/figures/. Interrupted runs resume.
@@ -30,7 +30,6 @@ def eval_cmd(data_dir, out_dir, model, device, quiet, **kwargs):
     or of the wrong shape; the others are evaluated), 1 other errors. Searches that
     miss eps are results, not errors.
     """
-    from ..errors import PulseError
     from ..ops.degrade import DegradationSpecError, parse_degradations
     from ..pipelines.eval import evaluate
     from ..pipelines.shards import session
@@ -43,18 +42,15 @@ def eval_cmd(data_dir, out_dir, model, device, quiet, **kwargs):
     except DegradationSpecError as exc:
         raise click.BadParameter(str(exc), param_hint="--degrade")
     validate_options(opts, settings)
-    pulse_model = load_model_or_exit(model)
+    pulse_model = load_model(model)
     with session(device) as (ranks, dev):
-        try:
-            results = evaluate(data_dir, pulse_model, out_dir, opts, settings, device=dev,
-                               log=None if quiet else rank_log(ranks), ranks=ranks)
-        except (PulseError, ValueError) as exc:
-            echo_err(f"{ranks.prefix()}error: {exc}")
-            sys.exit(EXIT_BAD_INPUT)
+        log_as_rank(ranks, quiet=quiet)
+        results = evaluate(data_dir, pulse_model, out_dir, opts, settings, device=dev, ranks=ranks)
     if not ranks.main:
         sys.exit(0)  # under torchrun only a crash is a rank's failure; rank 0 reports the run
-    clean = results["conditions"]["clean"]["runs"]
-    skipped = f"; {len(results['errors'])} image(s) skipped" if results["errors"] else ""
-    echo_err(f"{clean['successes']}/{clean['n']} clean runs within eps={opts.eps} on {results['images']} images"
-             f"{skipped}; report: {out_dir / 'report.md'}" + sharded_exit_note(ranks, results["exit_code"]))
-    sys.exit(0 if ranks.sharded else results["exit_code"])
+    summary = results.summary
+    clean = summary["conditions"]["clean"]["runs"]
+    skipped = f"; {len(results.errors)} image(s) skipped" if results.errors else ""
+    echo_err(f"{clean['successes']}/{clean['n']} clean runs within eps={opts.eps} on {summary['images']} images"
+             f"{skipped}; report: {out_dir / 'report.md'}" + sharded_exit_note(ranks, results.exit_code))
+    sys.exit(0 if ranks.sharded else results.exit_code)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import StepBars, echo_err, load_model_or_exit
+from .common import StepBars, load_model
 
 
 @click.command("quality")
@@ -30,13 +30,15 @@ def quality(real_dir, model, images_dir, resolution, n, real_n, seed, bootstrap,
     with a bootstrap 95 % interval, and k-NN precision and recall (Kynkäänniemi
     et al. 2019). Values compare only between sets measured the same way.
     """
-    from ..pipelines.quality import measure_quality
+    from ..pipelines.quality import QualityJob, measure_quality
 
-    pulse_model = load_model_or_exit(model or "default") if images_dir is None or model else None
+    pulse_model = load_model(model or "default") if images_dir is None or model else None
+    job = QualityJob(images_dir=images_dir, resolution=resolution, n=n, real_n=real_n, seed=seed,
+                     bootstrap=bootstrap)
     with StepBars() as bars:
-        r = measure_quality(real_dir, model=pulse_model, images_dir=images_dir, resolution=resolution, n=n,
-                            real_n=real_n, seed=seed, bootstrap=bootstrap, out=out, log=echo_err,
+        r = measure_quality(real_dir, job, model=pulse_model, out=out,
                             progress=lambda what, d, t: bars(f"embedding {what}", d, t, {}))
-    ci = f" (95% CI {r['fd_ci95'][0]:.4f}-{r['fd_ci95'][1]:.4f})" if r["fd_ci95"] else ""
-    click.echo(f"FD-dlib {r['fd']:.4f}{ci}, precision {r['precision']:.3f}, "
-               f"recall {r['recall']:.3f}; {r['generated']} vs {r['n_real']} real crops")
+    q = r.report
+    ci = f" (95% CI {q.fd_ci95[0]:.4f}-{q.fd_ci95[1]:.4f})" if q.fd_ci95 else ""
+    click.echo(f"FD-dlib {q.fd:.4f}{ci}, precision {q.precision:.3f}, "
+               f"recall {q.recall:.3f}; {r.generated} vs {q.n_real} real crops")

@@ -34,7 +34,7 @@ def serve(host, port, model, device, max_mb, max_mp):
     settings = ServeSettings(host=host, port=port, model=model, device=device, max_bytes=max_mb * 2 ** 20,
                              max_pixels=int(max_mp * 1e6))
     try:
-        run_server(settings, log=echo_err)
+        run_server(settings)
     except OSError as exc:
         echo_err(f"error: cannot serve on {host}:{port} ({exc.strerror or exc}); choose another --port "
                  f"(0: any free one)")

@@ -22,5 +22,5 @@ def train(data, out, **kwargs):
     from ..train.loop import train as run
 
     with StepBars() as bars:
-        run(TrainOptions(data=data, out=out, **kwargs), log=lambda s: click.echo(s, err=True),
+        run(TrainOptions(data=data, out=out, **kwargs),
             progress=lambda done, total: bars("loading images", done, total, {}))

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from ..search.options import PulseOptions
-from .common import EXIT_BAD_INPUT, StepBars, dataclass_options, echo_err, load_model_or_exit, \
-    options_from_kwargs, rank_log, sharded_exit_note, validate_options
+from .common import EXIT_BAD_INPUT, StepBars, dataclass_options, echo_err, load_model, log_as_rank, \
+    options_from_kwargs, sharded_exit_note, validate_options
 
 
 MAX_SAMPLES = 256  # One batch holds every sample of an input: more is a typo, not a plan.
@@ -57,33 +57,29 @@ def upsample(inputs, out_dir, model, mapping, gaussian_fit, samples, seed, save_
     """
     from ..images import expand_inputs
     from ..pipelines.shards import session
-    from ..ops.operators import spec_text
-    from ..pipelines.upsample import upsample_files
+    from ..pipelines.upsample import AlignMode, RunContext, UpsampleJob, upsample_files
 
     opts = options_from_kwargs(PulseOptions, search)
     validate_options(opts)
-    notes = []
-    files = expand_inputs(inputs, notes)
-    for line in notes:
-        echo_err(line)
+    files = expand_inputs(inputs)
     if not files:
         echo_err("no input images found")
         sys.exit(EXIT_BAD_INPUT)
-    pulse_model = load_model_or_exit(model, mapping, gaussian_fit)
+    job = UpsampleJob(opts, samples=samples, seed=seed, lr_size=lr_size,
+                      align=AlignMode(align_operator) if do_align else AlignMode.OFF, operator=operator,
+                      noise_sigma=noise_sigma, save_intermediate=save_intermediate)
+    pulse_model = load_model(model, mapping, gaussian_fit)
     with session(device) as (ranks, dev):
-        log = rank_log(ranks)
+        log_as_rank(ranks)
         with StepBars(enabled=not quiet and ranks.main) as bars:
-            report = upsample_files(files, pulse_model, out_dir, opts, samples=samples, seed=seed, lr_size=lr_size,
-                                    align=align_operator if do_align else False, device=dev, save_intermediate=save_intermediate,
-                                    progress=bars, log=log, ranks=ranks, operator=operator,
-                                    noise_sigma=noise_sigma)
+            report = upsample_files(files, pulse_model, out_dir, job,
+                                    RunContext(device=dev, ranks=ranks, progress=bars))
     if not ranks.main:
         sys.exit(0)  # under torchrun only a crash is a rank's failure; rank 0 reports the run
-    ok = sum(1 for r in report["results"] if r.get("success"))
-    bad = len(report["errors"])
-    total = len(report["results"])
-    ops = sorted({spec_text(r["operator"]) for r in report["results"] if "operator" in r})
+    total = len(report.results)
+    ops = sorted({r.spec for r in report.results if r.spec})
     used = f"; operator {', '.join(ops)}" if ops else ""
-    echo_err(f"{ok}/{total} results within eps={report['results'][0]['eps'] if total else opts.eps}{used}; "
-             f"{bad} input(s) failed; report: {out_dir / 'report.json'}" + sharded_exit_note(ranks, report["exit_code"]))
-    sys.exit(0 if ranks.sharded else report["exit_code"])
+    eps = report.results[0].eps if total else opts.eps
+    echo_err(f"{report.within_eps()}/{total} results within eps={eps}{used}; {len(report.errors)} input(s) failed; "
+             f"report: {out_dir / 'report.json'}" + sharded_exit_note(ranks, report.exit_code))
+    sys.exit(0 if ranks.sharded else report.exit_code)

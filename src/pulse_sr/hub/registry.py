@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from ..errors import DownloadError, PulseError
+from ..errors import ModelNotDownloadedError, PulseError, UnknownModelError
 from ..formats.safetensors_file import read_config
 from ..runtime import cache_dir
 
@@ -32,9 +32,6 @@ NVIDIA_LICENCE = "CC BY-NC 4.0"
 NVIDIA_NC_LICENCE = "NVIDIA Source Code License-NC"
 UTKFACE_LICENCE = "non-commercial research only (UTKFace)"
 
-
-class UnknownModelError(PulseError):
-    """A name is neither a registered model nor an existing file."""
 
 
 class ModelFile(NamedTuple):
@@ -322,7 +319,7 @@ def resolve_model(name_or_path, registry: Optional[Dict[str, ModelEntry]] = None
     is one) and, when present, ``mapping`` and ``gaussian_fit`` (PULSE's
     ``mapping.pt`` and ``gaussian_fit.pt``).
 
-    Raises DownloadError when a registered model is not downloaded yet and
+    Raises ModelNotDownloadedError when a registered model is not downloaded yet and
     UnknownModelError for anything else that cannot be found.
     """
     registry = REGISTRY if registry is None else registry
@@ -334,10 +331,10 @@ def resolve_model(name_or_path, registry: Optional[Dict[str, ModelEntry]] = None
         if missing:
             where = local_path(entry, missing[0])
             if entry.kind == "bundled":
-                raise DownloadError(f"the bundled model {entry.name!r} is missing ({where}); "
-                                    f"reinstall pulse-sr or pass a model file path")
-            raise DownloadError(f"model {entry.name!r} is not downloaded ({where} missing or "
-                                f"incomplete); run `pulse models download {entry.name}`")
+                raise ModelNotDownloadedError(f"the bundled model {entry.name!r} is missing ({where}); "
+                                              f"reinstall pulse-sr or pass a model file path")
+            raise ModelNotDownloadedError(f"model {entry.name!r} is not downloaded ({where} missing or "
+                                          f"incomplete); run `pulse models download {entry.name}`")
         return _result(entry.name, entry.kind, entry_resolution(entry), entry.licence, entry, files)
 
     path = Path(text).expanduser()

@@ -35,15 +35,12 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..errors import PulseError
+from ..errors import FaceEmbedderUnavailable, InputImageError
 
 CHIP = 150                   # dlib's face-recognition input size.
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 K_NEIGHBOURS = 3             # Kynkäänniemi et al. 2019, Sec. 3.
 
-
-class FaceEmbedderUnavailable(PulseError):
-    """dlib or its face-recognition model is not installed."""
 
 
 def _model_path() -> str:
@@ -163,7 +160,7 @@ def load_crops(folder, resolution: int, n: Optional[int] = None, seed: int = 0) 
 
     files: Sequence[Path] = sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise PulseError(f"{folder}: no images")
+        raise InputImageError(f"{folder}: no images")
     if n is not None and n < len(files):
         keep = np.random.default_rng(seed).choice(len(files), n, replace=False)
         files = [files[i] for i in sorted(keep)]

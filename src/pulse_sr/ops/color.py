@@ -1,7 +1,9 @@
-"""Colour conversions, in one place: MATLAB's ``rgb2ycbcr`` luma and ``rgb2gray``.
+"""Colour conversions, in one place: MATLAB's ``rgb2ycbcr`` luma and ``rgb2gray``, and BT.601 gray.
 
 PSNR/SSIM on Y and NIQE read these constants, so every metric converts colour
-the same way as the MATLAB code the papers used.
+the same way as the MATLAB code the papers used. The ``gray`` forward operator
+uses the same :func:`rgb_to_gray` with BT.601's rounded luma weights, which is
+what photo editors apply when they desaturate.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ YCBCR_Y_WEIGHTS = (65.481, 128.553, 24.966)
 YCBCR_Y_OFFSET = 16.0
 # MATLAB's rgb2gray: the first row of the inverse of the NTSC YIQ matrix.
 RGB2GRAY_WEIGHTS = (0.298936021293775, 0.587043074451121, 0.114020904255103)
+# ITU-R BT.601 luma as the standard rounds it: the ``gray`` operator's weights.
+LUMA_BT601 = (0.299, 0.587, 0.114)
 
 
 def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
@@ -21,7 +25,9 @@ def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(dim=1, keepdim=True) + YCBCR_Y_OFFSET / 255.0
 
 
-def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) RGB → (B, 1, H, W) as MATLAB's ``rgb2gray`` (unrounded), same range as the input."""
-    w = x.new_tensor(RGB2GRAY_WEIGHTS).view(1, 3, 1, 1)
+def rgb_to_gray(x: torch.Tensor, weights=RGB2GRAY_WEIGHTS) -> torch.Tensor:
+    """(B, 3, H, W) RGB → (B, 1, H, W) as MATLAB's ``rgb2gray`` (unrounded), same range as the input.
+
+    ``weights`` replaces MATLAB's (e.g. :data:`LUMA_BT601`)."""
+    w = x.new_tensor(weights).view(1, 3, 1, 1)
     return (x * w).sum(dim=1, keepdim=True)

@@ -21,16 +21,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from ..errors import PulseError
+from ..errors import DegradationSpecError
+from .blur_kernels import motion_kernel
 
 __all__ = [
     "gaussian_noise", "motion_blur", "motion_kernel", "salt_and_pepper",
     "Degradation", "DegradationSpecError", "parse_degradations",
 ]
 
-
-class DegradationSpecError(PulseError, ValueError):
-    """A ``--degrade`` specification names an unknown degradation or a bad value."""
 
 
 def _check_batch(x: torch.Tensor, name: str) -> None:
@@ -84,37 +82,6 @@ def salt_and_pepper(x: torch.Tensor, density: float, *,
     out = torch.where(u < density / 2, torch.zeros_like(x), out)  # pepper
     out = torch.where((u >= density / 2) & (u < density), torch.ones_like(x), out)  # salt
     return out
-
-
-def motion_kernel(length: float, angle: float, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(K, K) kernel of a straight camera motion: a line of ``length`` pixels through the centre.
-
-    The line's end points are ``length - 1`` apart, so that an axis-aligned line
-    covers ``length`` pixel centres. It is sampled densely and each sample is spread
-    bilinearly over its four nearest pixels, so any angle gives a smooth,
-    point-symmetric kernel; it sums to 1.
-    ``angle`` is in degrees, counter-clockwise from the +x (column) axis with y up,
-    so 0 blurs along rows and 90 along columns. ``K`` is the smallest odd size that
-    holds the line.
-    """
-    if not length >= 1:
-        raise ValueError(f"motion blur length must be >= 1 pixel, got {length}")
-    half = (length - 1) / 2.0
-    theta = math.radians(angle)
-    dx, dy = math.cos(theta), -math.sin(theta)  # y grows downwards in the image
-    r = int(math.ceil(max(abs(half * dx), abs(half * dy)) - 1e-9))
-    size = 2 * r + 1
-    n = max(2, int(math.ceil(length)) * 8 + 1)
-    t = torch.linspace(-half, half, n, dtype=torch.float64)
-    px, py = r + t * dx, r + t * dy
-    x0, y0 = px.floor(), py.floor()
-    fx, fy = px - x0, py - y0
-    k = torch.zeros(size + 1, size + 1, dtype=torch.float64)
-    for ox, oy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
-                        (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        k.index_put_(((y0 + oy).long(), (x0 + ox).long()), wgt, accumulate=True)
-    k = k[:size, :size]
-    return (k / k.sum()).to(dtype)
 
 
 def _reflect_index(n: int, pad: int, device) -> torch.Tensor:

@@ -38,7 +38,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..errors import PulseError
+from ..errors import ImplUnavailableError
 from . import native
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,6 @@ KERNEL_SIGNATURES = {
     "epi_backward": [_P, _P, _P, _I, _P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P],
 }
 
-
-class ImplUnavailableError(PulseError, RuntimeError):
-    """An op was asked for an implementation that cannot run on these inputs or this machine."""
 
 
 def default_impl() -> str:

@@ -7,61 +7,75 @@ and ``<stem>_face<k>_lr.png`` (its exact bicubic downscale); with ``detect=False
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from ..errors import EXIT_ERROR, PulseError, exit_code
+from ..diagnostics import collect
+from ..errors import EXIT_ERROR, FaceDetectorUnavailable, PulseError, exit_code
 from ..images import expand_inputs, load_rgb, save_image
-from .upsample import _FATAL_WRITE_ERRORS, OutputFolderError, check_out_dir, plan_names
+from .upsample.names import plan_names
+from .upsample.report import FATAL_WRITE_ERRORS, check_out_dir, make_out_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class AlignSummary:
+    """What ``pulse align`` did: the crops written per photo, the photos that failed or had no face."""
+
+    written: List[dict] = dataclasses.field(default_factory=list)   # {"input", "outputs": [file names]}
+    errors: List[dict] = dataclasses.field(default_factory=list)    # {"input", "error"}
+    no_face: List[str] = dataclasses.field(default_factory=list)
+    stopped: Optional[str] = None                                   # the folder became unwritable
+    exit_code: int = 0
+    notes: List[str] = dataclasses.field(default_factory=list)      # the lines it logged
 
 
 def align_files(inputs, out_dir, template, size: int, lr_size: int, *, detect: bool = True,
-                log: Callable[[str], None] = print,
-                on_written: Optional[Callable[[Path, List[str]], None]] = None) -> dict:
+                on_written: Optional[Callable[[Path, List[str]], None]] = None) -> AlignSummary:
     """Align every photo in ``inputs`` (files, or folders of images) and write the crops to ``out_dir``.
 
     ``template`` is a crop template or ``"ffhq"`` (ignored with ``detect=False``).
     Inputs get unique names as in ``pulse upsample``; ``out_dir`` may not hold inputs,
-    and images are written atomically. Problems go to ``log``; ``on_written(photo, [file names])`` follows each photo done.
-    Returns ``{"written": [{"input", "outputs"}], "errors": [...], "no_face": [...], "exit_code"}``.
-    Raises :class:`pulse_sr.align.FaceDetectorUnavailable` when dlib is missing.
+    and images are written atomically. Problems are logged; ``on_written(photo, [file names])``
+    follows each photo done. Raises :class:`pulse_sr.errors.FaceDetectorUnavailable` when dlib is missing.
     """
+    summary = AlignSummary()
+    with collect(summary.notes):
+        _align_all(Path(out_dir), expand_inputs(inputs), template, (size, lr_size), detect, on_written, summary)
+    summary.exit_code = EXIT_ERROR if summary.stopped else exit_code(
+        bad_input=bool(summary.errors), not_found=bool(summary.no_face))
+    return summary
+
+
+def _align_all(out_dir: Path, files: List[Path], template, sizes, detect: bool, on_written,
+               summary: AlignSummary) -> None:
     from .. import align as A
 
-    out_dir = Path(out_dir)
-    notes: List[str] = []
-    files = expand_inputs(inputs, notes)
-    for line in notes:
-        log(line)
+    size, lr_size = sizes
     check_out_dir(out_dir, files)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputFolderError(f"cannot create {out_dir} ({exc.strerror or exc})") from None
+    make_out_dir(out_dir)
     names = plan_names(files, align=detect)
-    summary = {"written": [], "errors": [], "no_face": []}
     for path in files:
-        notes.clear()
         try:
-            img = load_rgb(path, notes)
+            img = load_rgb(path)
             if detect:
                 outputs = [(f"{names[path]}_face{k}", hr, lr)
                            for k, (_, hr, lr) in enumerate(A.align_all(img, template, size, lr_size))]
             else:
                 hr, lr = A.frame_only(img, size, lr_size)
                 outputs = [(names[path], hr, lr)]
-        except A.FaceDetectorUnavailable:
+        except FaceDetectorUnavailable:
             raise
         except PulseError as exc:
-            log(str(exc))
-            summary["errors"].append({"input": str(path), "error": str(exc)})
+            log.info("%s", exc)
+            summary.errors.append({"input": str(path), "error": str(exc)})
             continue
-        finally:
-            for line in notes:
-                log(line)
         if not outputs:
-            log(f"{path}: no face found")
-            summary["no_face"].append(str(path))
+            log.info("%s: no face found", path)
+            summary.no_face.append(str(path))
             continue
         written: List[str] = []
         try:
@@ -70,19 +84,16 @@ def align_files(inputs, out_dir, template, size: int, lr_size: int, *, detect: b
                 save_image(lr, out_dir / f"{stem}_lr.png")
                 written.append(f"{stem}.png")
         except OSError as exc:
-            log(f"error: {path}: cannot write to {out_dir} ({exc.strerror or exc})")
-            summary["errors"].append({"input": str(path), "error": f"cannot write: {exc.strerror or exc}"})
-            if exc.errno in _FATAL_WRITE_ERRORS:
-                summary["stopped"] = f"{out_dir} is not writable ({exc.strerror or exc})"
-                log(f"error: {summary['stopped']}; stopped before the remaining photos")
+            log.error("%s: cannot write to %s (%s)", path, out_dir, exc.strerror or exc)
+            summary.errors.append({"input": str(path), "error": f"cannot write: {exc.strerror or exc}"})
+            if exc.errno in FATAL_WRITE_ERRORS:
+                summary.stopped = f"{out_dir} is not writable ({exc.strerror or exc})"
+                log.error("%s; stopped before the remaining photos", summary.stopped)
                 break
             continue
         if on_written is not None:
             on_written(path, written)
-        summary["written"].append({"input": str(path), "outputs": written})
-    summary["exit_code"] = EXIT_ERROR if "stopped" in summary else exit_code(
-        bad_input=bool(summary["errors"]), not_found=bool(summary["no_face"]))
-    return summary
+        summary.written.append({"input": str(path), "outputs": written})
 
 
 def resolve_crop(model_name: Optional[str], template: Optional[str], size: Optional[int],

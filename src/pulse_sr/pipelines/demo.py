@@ -9,9 +9,10 @@ the LR input again, the face it came from, then each sample's downscale
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from ..images import make_grid, save_image
 from ..ops.resample import bicubic_downscale, upscale_bicubic
 from ..runtime import tune
 from ..search import PulseOptions, upsample
-from .upsample import IMAGINARY_NOTE
+from .upsample.report import IMAGINARY_NOTE
 
 
 def comparison_grid(lr: torch.Tensor, hr_reference: Optional[torch.Tensor], images: torch.Tensor,
@@ -38,25 +39,47 @@ def comparison_grid(lr: torch.Tensor, hr_reference: Optional[torch.Tensor], imag
     return make_grid([top, bottom])
 
 
-def run_demo(model, out_dir, samples: int = 6, seed: int = 0, lr_size: int = 8, steps: int = 100,
-             device=None, progress: Optional[Callable] = None, photo_lr: Optional[torch.Tensor] = None,
-             photo_hr: Optional[torch.Tensor] = None, tag: str = "sampled") -> dict:
-    """Run the demo with ``model`` (a :class:`pulse_sr.PulseModel`) on a sampled face (or on
-    ``photo_lr``); write the grid and report, return paths."""
+@dataclasses.dataclass(frozen=True)
+class DemoJob:
+    """One demo: a sampled face (or a given photo's LR crop), downscaled, and ``samples`` PULSE seeds."""
+
+    samples: int = 6
+    seed: int = 0                           # the sampled face's seed; PULSE uses seed + 1000 + k
+    lr_size: int = 8
+    steps: int = 100
+    tag: str = "sampled"                    # in the file names: demo_<tag>_grid.png
+    photo_lr: Optional[torch.Tensor] = None  # (3, h, w): run on this instead of a sampled face
+    photo_hr: Optional[torch.Tensor] = None  # its HR crop, shown in the grid
+
+
+@dataclasses.dataclass
+class DemoResult:
+    """The files written, the search's result (with its tensors), and the report written as JSON."""
+
+    paths: Dict[str, Path]
+    result: object  # PulseResult
+    report: dict
+
+
+def run_demo(model, out_dir, job: DemoJob = DemoJob(), *, device=None,
+             progress: Optional[Callable] = None) -> DemoResult:
+    """Run the demo with ``model`` (a :class:`pulse_sr.PulseModel`); write the grid and report."""
     model = model.to(tune(device))
     G = model.generator
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if photo_lr is None:
-        g = torch.Generator().manual_seed(seed)
+    tag, samples = job.tag, job.samples
+    if job.photo_lr is None:
+        g = torch.Generator().manual_seed(job.seed)
         z = torch.randn(1, G.z_dim, generator=g).to(model.device)
         with torch.no_grad():
             hr = ((G.sample(z, truncation_psi=0.7, noise_mode="const") + 1) / 2).clamp(0, 1).cpu()
-        lr = bicubic_downscale(hr, G.resolution // lr_size)[0].clamp(0, 1)
+        lr = bicubic_downscale(hr, G.resolution // job.lr_size)[0].clamp(0, 1)
         hr = hr[0]
     else:
-        lr, hr = photo_lr, photo_hr
-    res = upsample(lr, model, PulseOptions(steps=steps), samples=samples, seed=seed + 1000, progress=progress)
+        lr, hr = job.photo_lr, job.photo_hr
+    res = upsample(lr, model, PulseOptions(steps=job.steps), samples=samples, seed=job.seed + 1000,
+                   progress=progress)
     grid = comparison_grid(lr, hr, res.images, res.downscaled)
     paths = {"grid": save_image(grid, out_dir / f"demo_{tag}_grid.png"),
              "lr": save_image(lr, out_dir / f"demo_{tag}_lr.png")}
@@ -64,11 +87,11 @@ def run_demo(model, out_dir, samples: int = 6, seed: int = 0, lr_size: int = 8, 
         paths["hr"] = save_image(hr, out_dir / f"demo_{tag}_hr.png")
     for k in range(samples):
         paths[f"sample{k}"] = save_image(res.images[k], out_dir / f"demo_{tag}_sample{k}.png")
-    report = {"model": model.source, "input": tag, "lr_size": lr_size, "resolution": G.resolution,
+    report = {"model": model.source, "input": tag, "lr_size": job.lr_size, "resolution": G.resolution,
               "steps": res.steps_taken, "seconds": round(res.seconds, 2), "eps": res.eps,
               "samples": [{"seed": s, "success": bool(ok), "best_l2": float(l2)}
                           for s, ok, l2 in zip(res.seeds, res.success, res.best_l2)],
               "note": IMAGINARY_NOTE}
     paths["report"] = out_dir / f"demo_{tag}_report.json"
     paths["report"].write_text(json.dumps(report, indent=2))
-    return {"paths": paths, "result": res, "report": report}
+    return DemoResult(paths, res, report)

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, Uni
 
 import torch
 
-from ..errors import InputSizeError
-from ..ops.operators import as_operator
+from ..errors import InputSizeError, SettingsError
+from ..ops.measurement import Measurement, NoiseModel
+from ..ops.operators import Compose, as_operator
 from .losses import PulseLoss
 from .options import PulseOptions
 from .prior import latent_to_w
@@ -63,8 +64,8 @@ class PulseResult:
     steps_taken: int
     seconds: float
     eps: float
-    warnings: List[str] = dataclasses.field(default_factory=list)
-    operator: dict = dataclasses.field(default_factory=dict)  # the forward model A, as describe() says
+    warnings: List[str] = dataclasses.field(default_factory=list)  # notes for the caller to show
+    operator: Optional[Compose] = None  # the forward model A the results match through
 
     @property
     def all_success(self) -> bool:
@@ -154,7 +155,8 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
              samples: int = 1, seed: Union[None, int, Sequence[int]] = None, device=None,
              progress: Optional[Progress] = None,
              callback: Optional[Callable[[int, torch.Tensor, torch.Tensor], None]] = None,
-             stop: Optional[Callable[[], bool]] = None, operator=None, **kwargs) -> PulseResult:
+             stop: Optional[Callable[[], bool]] = None, operator=None, noise_sigma: float = 0.0,
+             **kwargs) -> PulseResult:
     """Run PULSE on ``lr_image``, a (3, h, w) or (N, 3, h, w) tensor in [0, 1].
 
     ``model`` is a :class:`pulse_sr.PulseModel` (see :func:`pulse_sr.load_model`).
@@ -168,7 +170,9 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     match through (see :mod:`pulse_sr.ops.operators`): None for the paper's
     exact bicubic when the size allows it (else antialiased resizing), a spec
     such as ``"gray+box:8@3,5"``, an Operator, or any differentiable
-    ``f(hr) -> lr``. ``stop()``, if given, is asked after every step; when
+    ``f(hr) -> lr``. ``noise_sigma`` σ (0–255 scale) says the input carries
+    Gaussian noise of that std: ε grows by (σ/255)², its expected extra mean
+    square residual (``result.eps`` is the ε used). ``stop()``, if given, is asked after every step; when
     it says True the search ends there and returns its best so far (a user's
     Stop button). The search runs on ``device``, or on the model's own
     device; the model itself is never moved (a copy is made for another device).
@@ -177,7 +181,7 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     opts = dataclasses.replace(options or PulseOptions(), **kwargs)
     opts.validate()
     if samples < 1:
-        raise ValueError(f"samples must be at least 1, got {samples}")
+        raise SettingsError(f"samples must be at least 1, got {samples}")
     if not hasattr(model, "gaussian_fit") or not hasattr(model, "generator"):
         raise TypeError(f"upsample takes a PulseModel (from pulse_sr.load_model), got {type(model).__name__}")
     if device is not None:
@@ -186,15 +190,17 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     lr = _as_batch(lr_image)
     n_inputs, _, h, w = lr.shape
     op = as_operator(operator, (h, w), G.resolution)
+    noise = NoiseModel(noise_sigma)
 
     batch = n_inputs * samples
     if seed is None:
         seed = secrets.randbelow(2 ** 31)
     per_input = [int(x) for x in seed] if isinstance(seed, (list, tuple)) else [int(seed)] * n_inputs
     if len(per_input) != n_inputs:
-        raise ValueError(f"seed: got {len(per_input)} seeds for {n_inputs} inputs")
+        raise SettingsError(f"seed: got {len(per_input)} seeds for {n_inputs} inputs")
     seeds = [s + k for s in per_input for k in range(samples)]
-    lr_ref = lr.to(dev).repeat_interleave(samples, dim=0)
+    measured = Measurement.of(op, lr, noise).to(dev).repeat(samples)
+    eps = measured.eps(opts.eps)
     warnings: List[str] = []
     if G.noise_resolutions:
         bad = _zeroed_noise_layers(opts.bad_noise_layers, len(G.noise_resolutions), warnings)
@@ -208,7 +214,7 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     radii = [vector_norms(p).detach() for p in params]
     opt = make_optimizer(opts.optimizer, params, opts.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(opts.schedule, opts.steps))
-    loss_fn = PulseLoss(opts.loss, opts.eps)
+    loss_fn = PulseLoss(opts.loss, eps)
     best = _BestTracker(batch, dev)
     loss_hist, l2_hist = [], []
     start = time.perf_counter()
@@ -218,9 +224,9 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
         ws = latent_to_w(lat, fit)                          # prior: sphere -> W+ (Sec. 3.3)
         img = (G.synthesize(ws, noise) + 1) / 2             # generator, to [0, 1]
         img_lr = op(img)                                    # DS: the exact bicubic of the reference, or A
-        loss, parts = loss_fn(ws, img_lr, lr_ref, op.weight)  # per-sample loss
+        loss, parts = loss_fn(ws, img_lr, measured)         # per-sample loss on the pixels that count
         l2 = parts["L2"].detach()
-        ok = l2 <= opts.eps
+        ok = l2 <= eps
         best.update(step, img, img_lr, ws, loss.detach(), l2, ok)
         loss_hist.append(loss.detach().cpu())
         l2_hist.append(l2.cpu())
@@ -247,6 +253,6 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     return PulseResult(
         images=best.img.clamp(0, 1).cpu(), downscaled=best.img_lr.clamp(0, 1).cpu(),
         best_l2=best.l2.cpu(), best_loss=best.loss.cpu(), best_step=best.step.cpu(),
-        success=(best.l2 <= opts.eps).cpu(), loss_history=torch.stack(loss_hist),
+        success=(best.l2 <= eps).cpu(), loss_history=torch.stack(loss_hist),
         l2_history=torch.stack(l2_hist), ws=best.ws.cpu(), seeds=seeds, steps_taken=steps_taken,
-        seconds=seconds, eps=opts.eps, warnings=warnings, operator=op.describe())
+        seconds=seconds, eps=eps, warnings=warnings, operator=op)

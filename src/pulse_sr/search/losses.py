@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Optional, Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
 
 import torch
+
+from ..errors import SettingsError
+
+if TYPE_CHECKING:
+    from ..ops.measurement import Measurement
 
 TERMS = ("L2", "L1", "GEOCROSS")
 
@@ -22,17 +27,17 @@ def parse_loss(loss: str) -> List[Tuple[float, str]]:
     for part in loss.replace(" ", "").split("+"):
         m = re.fullmatch(r"(?:([0-9.eE+-]+)\*)?([A-Za-z0-9]+)", part)
         if not m or m.group(2).upper() not in TERMS:
-            raise ValueError(f"bad loss term {part!r} in {loss!r}; use WEIGHT*TERM joined by '+', "
+            raise SettingsError(f"bad loss term {part!r} in {loss!r}; use WEIGHT*TERM joined by '+', "
                              f"with TERM one of {', '.join(TERMS)}")
         try:
             weight = float(m.group(1)) if m.group(1) else 1.0
         except ValueError:
-            raise ValueError(f"bad weight in loss term {part!r}") from None
+            raise SettingsError(f"bad weight in loss term {part!r}") from None
         if not math.isfinite(weight):
-            raise ValueError(f"bad weight in loss term {part!r}: weights must be finite numbers")
+            raise SettingsError(f"bad weight in loss term {part!r}: weights must be finite numbers")
         terms.append((weight, m.group(2).upper()))
     if not any(t in ("L2", "L1") for _, t in terms):
-        raise ValueError(f"loss {loss!r} needs a downscaling term (L2 or L1)")
+        raise SettingsError(f"loss {loss!r} needs a downscaling term (L2 or L1)")
     return terms
 
 
@@ -83,8 +88,13 @@ class PulseLoss:
         self.terms = parse_loss(loss)
         self.eps = eps
 
-    def __call__(self, latent: torch.Tensor, lr_gen: torch.Tensor, lr_ref: torch.Tensor,
+    def __call__(self, latent: torch.Tensor, lr_gen: torch.Tensor, target: Union["Measurement", torch.Tensor],
                  known: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Per-sample loss of ``lr_gen`` = A(G(latent)) against a :class:`Measurement` (its target and
+        mask), or against a bare target tensor with an optional ``known`` mask."""
+        if not torch.is_tensor(target):
+            target, known = target.target, target.mask
+        lr_ref = target
         parts: Dict[str, torch.Tensor] = {"L2": l2_per_sample(lr_gen, lr_ref, known)}
         total = lr_gen.new_zeros(lr_gen.shape[0])
         for weight, name in self.terms:

@@ -10,6 +10,7 @@ import dataclasses
 import math
 from typing import Sequence
 
+from ..errors import SettingsError
 from .losses import parse_loss
 from .schedules import OPTIMIZERS, SCHEDULES
 
@@ -47,20 +48,20 @@ class PulseOptions:
         """Raise ValueError with a one-line reason for any bad value."""
         parse_loss(self.loss)
         if self.noise not in NOISE_TYPES:
-            raise ValueError(f"unknown noise type {self.noise!r}; choose from {', '.join(NOISE_TYPES)}")
+            raise SettingsError(f"unknown noise type {self.noise!r}; choose from {', '.join(NOISE_TYPES)}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+            raise SettingsError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+            raise SettingsError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
+            raise SettingsError(f"steps must be at least 1, got {self.steps}")
         # Non-finite values would also make report.json invalid JSON (Infinity, NaN).
         if not (math.isfinite(self.eps) and self.eps > 0):
-            raise ValueError(f"eps must be a positive finite number, got {self.eps}")
+            raise SettingsError(f"eps must be a positive finite number, got {self.eps}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+            raise SettingsError(f"lr must be a positive finite number, got {self.lr}")
         if self.trainable_noise_layers < 0:
-            raise ValueError(f"trainable_noise_layers must be at least 0, got {self.trainable_noise_layers}")
+            raise SettingsError(f"trainable_noise_layers must be at least 0, got {self.trainable_noise_layers}")
 
     def to_dict(self) -> dict:
         """JSON-ready values (tuples as lists), as recorded in reports."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import SettingsError
+
 
 def _brightness(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.rand(x.shape[0], 1, 1, 1, device=x.device) - 0.5)
@@ -60,7 +62,7 @@ def diff_augment(x: torch.Tensor, policy: str = "color,translation,cutout") -> t
     """Apply the named transforms to a (B, C, H, W) batch; an empty policy is the identity."""
     for name in filter(None, (p.strip() for p in policy.split(","))):
         if name not in POLICIES:
-            raise ValueError(f"unknown augmentation {name!r}; choose from {sorted(POLICIES)}")
+            raise SettingsError(f"unknown augmentation {name!r}; choose from {sorted(POLICIES)}")
         for fn in POLICIES[name]:
             x = fn(x)
     return x

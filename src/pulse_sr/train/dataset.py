@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import InputImageError
 from ..images import IMAGE_SUFFIXES, to_rgb
 
 
@@ -37,7 +38,8 @@ def load_folder(folder, resolution: int, limit: int = 0,
     if limit:
         files = files[:limit]
     if not files:
-        raise FileNotFoundError(f"{folder}: no PNG/JPEG/WebP/BMP images found")
+        raise InputImageError(f"{folder}: no PNG/JPEG/WebP/BMP images found; train on a folder of aligned "
+                              f"face crops or a .npz pack (pulse_sr.train.dataset.write_pack)")
     images = []
     for f in files:
         images.append(resize_crop(Image.open(f), resolution))
@@ -73,6 +75,18 @@ def load_pack(path, resolution: int, limit: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
 
 
+def check_source(source) -> None:
+    """Raise InputImageError (one line) unless ``source`` is a folder holding images or a ``.npz`` pack:
+    checked before any network is built or any folder is made."""
+    source = Path(source)
+    if source.is_dir():
+        if not list_images(source):
+            raise InputImageError(f"{source}: no PNG/JPEG/WebP/BMP images found; train on a folder of aligned "
+                                  f"face crops or a .npz pack (pulse_sr.train.dataset.write_pack)")
+    elif not (source.is_file() and source.suffix == ".npz"):
+        raise InputImageError(f"{source}: not a folder of images or a .npz pack")
+
+
 def load_dataset(source, resolution: int, limit: int = 0,
                  progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
     source = Path(source)
@@ -80,4 +94,4 @@ def load_dataset(source, resolution: int, limit: int = 0,
         return load_folder(source, resolution, limit, progress)
     if source.suffix == ".npz":
         return load_pack(source, resolution, limit)
-    raise FileNotFoundError(f"{source}: not a folder of images or a .npz pack")
+    raise InputImageError(f"{source}: not a folder of images or a .npz pack")

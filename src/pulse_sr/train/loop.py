@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -17,13 +18,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import SettingsError
 from ..runtime import pick_device
 from ..images import make_grid, save_image
 from ..formats.safetensors_file import save_generator
 from ..networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
 from .augment import diff_augment
-from .dataset import load_dataset
+from .dataset import check_source, load_dataset
 from .discriminator import Discriminator
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -70,7 +74,7 @@ def _init_from(G, G_ema, path, cfg) -> None:
 
     src = load_saved_generator(path).generator
     if src.cfg.to_dict() != cfg.to_dict():
-        raise ValueError(f"--init {path}: its config {src.cfg.to_dict()} differs from the requested {cfg.to_dict()}")
+        raise SettingsError(f"--init {path}: its config {src.cfg.to_dict()} differs from the requested {cfg.to_dict()}")
     G.load_state_dict(src.state_dict())
     G_ema.load_state_dict(src.state_dict())
 
@@ -86,11 +90,13 @@ def _mixed_ws(G: StyleGAN1Generator, z: torch.Tensor, prob: float) -> torch.Tens
     return ws, w
 
 
-def train(opts: TrainOptions, log=print, progress=None) -> Path:
+def train(opts: TrainOptions, progress=None) -> Path:
     """Train (or resume) and return the path of the final EMA generator.
 
-    ``progress(done, total)`` follows the loading of a folder of images.
+    Losses, images/s and checkpoints are logged; ``progress(done, total)`` follows the
+    loading of a folder of images.
     """
+    check_source(opts.data)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(opts.device)
@@ -118,11 +124,11 @@ def train(opts: TrainOptions, log=print, progress=None) -> Path:
     ckpt_path = out / "checkpoint.pt"
     if opts.init and not ckpt_path.exists():
         _init_from(G, G_ema, opts.init, cfg)
-        log(f"G and G_ema start from {opts.init}; D starts fresh")
+        log.info(f"G and G_ema start from {opts.init}; D starts fresh")
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=True)
         if ck["config"] != cfg.to_dict():
-            raise ValueError(f"{ckpt_path}: checkpoint config {ck['config']} differs from the requested "
+            raise SettingsError(f"{ckpt_path}: checkpoint config {ck['config']} differs from the requested "
                              f"{cfg.to_dict()}; use another --out or the same options")
         G.load_state_dict(ck["G"])
         D.load_state_dict(ck["D"])
@@ -130,13 +136,13 @@ def train(opts: TrainOptions, log=print, progress=None) -> Path:
         opt_G.load_state_dict(ck["opt_G"])
         opt_D.load_state_dict(ck["opt_D"])
         nimg = int(ck["nimg"])
-        log(f"resumed from {ckpt_path} at {nimg / 1000:.3f} kimg")
+        log.info(f"resumed from {ckpt_path} at {nimg / 1000:.3f} kimg")
 
-    log(f"loading data from {opts.data}")
+    log.info(f"loading data from {opts.data}")
     data = load_dataset(opts.data, opts.resolution, opts.limit, progress)
     n_data = data.shape[0]
     data = data.to(device)
-    log(f"{n_data} images, device {device}, G {sum(p.numel() for p in G.parameters()) / 1e6:.2f} M params, "
+    log.info(f"{n_data} images, device {device}, G {sum(p.numel() for p in G.parameters()) / 1e6:.2f} M params, "
         f"D {sum(p.numel() for p in D.parameters()) / 1e6:.2f} M params")
 
     grid_z = torch.randn(64, cfg.latent_dim, generator=torch.Generator().manual_seed(123)).to(device)
@@ -172,7 +178,7 @@ def train(opts: TrainOptions, log=print, progress=None) -> Path:
     stats = {}
     while nimg < opts.total_kimg * 1000:
         if opts.max_minutes and (time.time() - start) > opts.max_minutes * 60:
-            log(f"time limit of {opts.max_minutes} min reached")
+            log.info(f"time limit of {opts.max_minutes} min reached")
             break
         # --- D step (logistic loss), with lazy R1 every r1_interval steps.
         z = torch.randn(opts.batch, cfg.latent_dim, device=device)
@@ -219,7 +225,7 @@ def train(opts: TrainOptions, log=print, progress=None) -> Path:
             rec = {"kimg": round(nimg / 1000, 3), "loss_G": round(loss_G.item(), 4),
                    "loss_D": round(loss_D.item(), 4), "r1": round(stats.get("r1", float("nan")), 4),
                    "img_per_s": round(rate, 1), "minutes": round((now - start) / 60, 2)}
-            log(" ".join(f"{k} {v}" for k, v in rec.items()))
+            log.info(" ".join(f"{k} {v}" for k, v in rec.items()))
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
         if nimg >= next_sample or nimg >= next_ckpt:
@@ -230,5 +236,5 @@ def train(opts: TrainOptions, log=print, progress=None) -> Path:
     snapshot(final=True)
     final = save_generator(G_ema.cpu(), out / "generator.safetensors",
                            extras={"trained_kimg": nimg / 1000, "training_data": str(opts.data)})
-    log(f"wrote {final} after {nimg / 1000:.1f} kimg")
+    log.info(f"wrote {final} after {nimg / 1000:.1f} kimg")
     return final

@@ -18,6 +18,7 @@ import base64
 import dataclasses
 import html
 import io
+import logging
 import os
 import queue
 import shutil
@@ -28,6 +29,10 @@ import zipfile
 from collections import deque
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from ..errors import PulseError, SearchCancelled, UploadError
+
+log = logging.getLogger(__name__)
 
 NOTICE = ("**These are imaginary people.** Every face below is invented by a generative model so that it "
           "downscales to your input. It is not the person in the input, it is not a recovery of them, and it "
@@ -50,8 +55,20 @@ class ServeSettings:
     max_steps: int = 1000
 
 
-class UploadError(Exception):
-    """An upload the page refuses, with the message it shows."""
+@dataclasses.dataclass(frozen=True)
+class SearchRequest:
+    """What the page's form asks for (values as the widgets give them; :meth:`Runner.search` checks them)."""
+
+    upload: Optional[str] = None   # the uploaded file's path on the server, or None
+    example: str = "none"          # one of EXAMPLES when there is no upload
+    model: str = "default"
+    lr_size: str = "as uploaded"
+    samples: int = 4
+    steps: int = 100
+    seed: object = ""              # "" for random
+    early_stop: bool = False
+    align: bool = False
+    operator: str = ""             # "" for detected
 
 
 def _png_data_uri(x) -> str:
@@ -100,7 +117,6 @@ class Runner:
                 if registry.model_status(registry.get_entry(n)) in ("not downloaded", "partial")]
 
     def model(self, name: str):
-        from ..errors import PulseError
         from ..model import load_model
         from ..runtime import tune
 
@@ -174,25 +190,26 @@ class Runner:
 
     # -- a search -------------------------------------------------------------
 
-    def search(self, session: str, upload: Optional[str], example: str, model_name: str, lr_size: str,
-               samples: int, steps: int, seed, early_stop: bool, align: bool, operator: str = ""):
+    def search(self, session: str, request: SearchRequest):
         """Run one search; yields ("progress", text, fraction) and finally ("done", html, zip path, text)."""
-        from ..errors import PulseError
-        from ..pipelines.upsample import upsample_files
+        from ..pipelines.upsample import AlignMode, RunContext, UpsampleJob, upsample_files
         from ..search import PulseOptions
 
-        model = self.model(model_name)
-        if upload:
-            path = self.check_upload(upload)
-        elif example in EXAMPLES:
-            path = self.example(example, model)
+        model = self.model(request.model)
+        if request.upload:
+            path = self.check_upload(request.upload)
+        elif request.example in EXAMPLES:
+            path = self.example(request.example, model)
         else:
             raise UploadError("Upload an image, or choose an example.")
-        samples = int(min(max(int(samples or 1), 1), self.settings.max_samples))
-        steps = int(min(max(int(steps or 1), 1), self.settings.max_steps))
-        size = None if lr_size in (None, "", "as uploaded") else int(lr_size)
-        seed = None if seed in (None, "") else int(seed)
-        opts = PulseOptions(steps=steps, early_stop=bool(early_stop))
+        samples = int(min(max(int(request.samples or 1), 1), self.settings.max_samples))
+        steps = int(min(max(int(request.steps or 1), 1), self.settings.max_steps))
+        size = None if request.lr_size in (None, "", "as uploaded") else int(request.lr_size)
+        seed = None if request.seed in (None, "") else int(request.seed)
+        opts = PulseOptions(steps=steps, early_stop=bool(request.early_stop))
+        job = UpsampleJob(opts, samples=samples, seed=seed, lr_size=size,
+                          align=AlignMode.WARP if request.align else AlignMode.OFF,
+                          operator=(request.operator or "").strip() or None)
         # Fresh flags for this search: a cancelled one still running keeps (and obeys) its own.
         flags = self.flags[session] = {"stop": threading.Event(), "cancel": threading.Event()}
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.workdir))
@@ -200,24 +217,19 @@ class Runner:
         src.parent.mkdir()
         shutil.copyfile(path, src)
         events: "queue.Queue" = queue.Queue()
-        log: List[str] = []
-
-        class Cancelled(Exception):
-            pass
 
         def progress(stem, step, total, info):
             if flags["cancel"].is_set():
-                raise Cancelled()
+                raise SearchCancelled()
             events.put(("step", step, total, info))
 
         def work():
             try:
                 with self.lock:  # one search per device, whatever Gradio's queue does
-                    report = upsample_files([src], model, run_dir / "out", opts, samples=samples, seed=seed,
-                                            lr_size=size, align=align, progress=progress, log=log.append,
-                                            stop=flags["stop"].is_set, operator=(operator or "").strip() or None)
+                    report = upsample_files([src], model, run_dir / "out", job,
+                                            RunContext(progress=progress, stop=flags["stop"].is_set))
                 events.put(("done", report))
-            except Cancelled:
+            except SearchCancelled:
                 events.put(("cancelled",))
             except PulseError as exc:
                 events.put(("error", str(exc)))
@@ -253,55 +265,44 @@ class Runner:
         except GeneratorExit:
             flags["cancel"].set()  # the page went away (Cancel, a closed tab): end the search
             raise
-        if not report["results"]:
+        if not report.results:
             shutil.rmtree(run_dir, ignore_errors=True)
-            reason = "; ".join(e["error"] for e in report["errors"]) or "no result"
+            reason = "; ".join(e.error for e in report.errors) or "no result"
             raise UploadError(reason.replace(str(src), "the upload"))
-        cards = self._cards(run_dir / "out", report, src, model)
+        cards = self._cards(report, model)
         zip_path = self._zip(run_dir)
         self._keep(run_dir)
-        ok = sum(r["success"] for r in report["results"])
         took = time.monotonic() - start
-        stopped = " (stopped early: best so far)" if "stopped" in report else ""
-        yield ("done", cards, str(zip_path), f"{ok}/{len(report['results'])} within ε={opts.eps:g} in "
+        stopped = " (stopped early: best so far)" if report.stopped else ""
+        yield ("done", cards, str(zip_path), f"{report.within_eps()}/{len(report.results)} within ε={opts.eps:g} in "
                                             f"{took:.1f} s{stopped}.")
 
-    def _cards(self, out: Path, report: dict, src: Path, model) -> str:
-        from ..images import load_rgb, pil_to_tensor, read_image, residual_map
-        from ..ops.operators import spec_text
-
-        eps = report["options"]["eps"]
+    def _cards(self, report, model) -> str:
+        """The results as HTML, from the tensors the run kept (no PNG is read back from disk)."""
+        eps = report.settings["options"]["eps"]
         size = model.resolution
         parts = []
-        for r in report["results"]:
-            hr = read_image(out / r["output"])
-            ds = read_image(out / r["downscaled"])
-            lr = ds
-            try:
-                lr_img = load_rgb(src)
-                if lr_img.size == (ds.shape[2], ds.shape[1]):
-                    lr = pil_to_tensor(lr_img)
-            except Exception:  # noqa: BLE001 - a resized or aligned input: compare with its downscale only
-                pass
+        for r in report.results:
+            im = r.images
+            hr, ds, lr = im["image"], im["downscaled"], im["input"]
             view = 112
-            ok = r["success"]
-            badge = ("<span class='pulse-badge ok'>within ε</span>" if ok
+            badge = ("<span class='pulse-badge ok'>within ε</span>" if r.success
                      else "<span class='pulse-badge no'>not within ε</span>")
             imgs = [("face", _upscale_nearest(hr, 192) if size < 192 else hr),
                     ("its downscale", _upscale_nearest(ds, view)),
                     ("input", _upscale_nearest(lr, view)),
-                    ("residual ×8", _upscale_nearest(residual_map(ds, lr), view))]
+                    ("residual ×8", _upscale_nearest(im["residual"], view))]
             figs = "".join(f"<figure><img alt='{html.escape(n)}' src='{_png_data_uri(x)}'/>"
                            f"<figcaption>{html.escape(n)}</figcaption></figure>" for n, x in imgs)
             parts.append(f"<div class='pulse-card'><div class='pulse-head'>{badge} "
-                         f"<code>{html.escape(r['output'])}</code> · operator <code>"
-                         f"{html.escape(spec_text(r.get('operator', {'name': '?'})))}</code> · seed {r['seed']} · "
-                         f"L2 {r['best_l2']:.2e} "
-                         f"(ε {eps:g}) · {r['steps']} steps</div><div class='pulse-imgs'>{figs}</div></div>")
-        spread = out / report["results"][0].get("spread", "-")
-        if len(report["results"]) > 1 and spread.is_file():
-            x = _upscale_nearest(read_image(spread), 192) if size < 192 else read_image(spread)
-            parts.append(f"<div class='pulse-spread'><div class='pulse-head'>Where the {len(report['results'])} faces "
+                         f"<code>{html.escape(r.output)}</code> · operator <code>"
+                         f"{html.escape(r.spec or r.operator.get('name', '?'))}</code> · seed {r.seed} · "
+                         f"L2 {r.best_l2:.2e} "
+                         f"(ε {eps:g}) · {r.steps} steps</div><div class='pulse-imgs'>{figs}</div></div>")
+        spread = report.results[0].images.get("spread")
+        if len(report.results) > 1 and spread is not None:
+            x = _upscale_nearest(spread, 192) if size < 192 else spread
+            parts.append(f"<div class='pulse-spread'><div class='pulse-head'>Where the {len(report.results)} faces "
                          f"disagree (per-pixel spread): bright is invented by the model, dark is pinned down by "
                          f"the input</div><div class='pulse-imgs'><figure><img alt='spread' "
                          f"src='{_png_data_uri(x)}'/></figure></div></div>")
@@ -383,8 +384,13 @@ def build_app(runner: Runner):
 
         def run(upload, example, model, lr_size, samples, steps, seed, early, align, operator, request: gr.Request,
                 progress=gr.Progress()):
-            search = runner.search(request.session_hash, upload, example, model, lr_size, samples, steps,
-                                   seed, early, align, operator)
+            try:
+                seed = int(seed) if str(seed or "").strip() else ""
+            except ValueError:
+                raise gr.Error(f"The seed must be a whole number, or empty for a random one; got {str(seed)[:80]!r}.",
+                               print_exception=False) from None
+            search = runner.search(request.session_hash, SearchRequest(upload, example, model, lr_size, samples,
+                                                                       steps, seed, early, align, operator))
             try:
                 for ev in search:
                     if ev[0] == "progress":
@@ -434,7 +440,7 @@ def theme():
                              font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"])
 
 
-def serve(settings: ServeSettings, *, block: bool = True, log=print):
+def serve(settings: ServeSettings, *, block: bool = True):
     """Start the server; returns (app, url, workdir) when ``block`` is False (tests), else serves until Ctrl-C.
 
     The temporary folder (uploads, results, Gradio's cache) is removed when the server stops.
@@ -458,7 +464,7 @@ def serve(settings: ServeSettings, *, block: bool = True, log=print):
         raise
     if not block:
         return app, url, workdir
-    log(f"PULSE is at {url}  (Ctrl-C stops it)")
+    log.info("PULSE is at %s  (Ctrl-C stops it)", url)
     try:
         while True:
             time.sleep(3600)

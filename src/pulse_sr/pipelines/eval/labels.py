@@ -21,7 +21,7 @@ import math
 import os
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
-from ...errors import PulseError
+from ...errors import LabelError
 
 __all__ = [
     "UNKNOWN", "UTKFACE_GENDERS", "UTKFACE_RACES", "LabelError",
@@ -37,9 +37,6 @@ UTKFACE_ATTRIBUTES = ("gender", "race", "age", "race_gender")
 
 Labels = Dict[str, str]  # attribute → group
 
-
-class LabelError(PulseError, ValueError):
-    """A label source cannot be read: unknown scheme, missing CSV, or a CSV without a header."""
 
 
 def _unknown_utkface() -> Labels:

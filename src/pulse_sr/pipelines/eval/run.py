@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
-from ...errors import InputImageError, InputSizeError, PulseError, exit_code
+from ...diagnostics import collect
+from ...errors import InputImageError, InputSizeError, OutputFolderError, PulseError, exit_code
 from ...images import expand_inputs, load_rgb, pil_to_tensor, save_image
 from ...metrics.fidelity import psnr, ssim
 from ...metrics.niqe import niqe
@@ -48,12 +50,14 @@ from .report import write_figures, write_report, write_results
 from .settings import CLEAN, GRID_RUNS, EvalSettings, condition_eps, condition_seed, file_tag, signature
 from .summary import summarize
 
+log = logging.getLogger(__name__)
 
-def load_hr(path: Path, resolution: int, notes: Optional[List[str]] = None):
+
+def load_hr(path: Path, resolution: int):
     """(3, R, R) HR tensor for the model, and the original size if it had to be resized."""
     from PIL import Image
 
-    img = load_rgb(path, notes)
+    img = load_rgb(path)
     if img.size == (resolution, resolution):
         return pil_to_tensor(img), None
     if img.size[0] != img.size[1]:
@@ -79,8 +83,8 @@ def _image_part(hr, lr_clean, s, use_niqe, resized) -> dict:
 class _Images:
     """HR images by name, loaded once per rank and kept while their units run; load errors too."""
 
-    def __init__(self, data_files: Dict[str, Path], s: EvalSettings, resolution: int, log):
-        self.files, self.s, self.r, self.log = data_files, s, resolution, log
+    def __init__(self, data_files: Dict[str, Path], s: EvalSettings, resolution: int):
+        self.files, self.s, self.r = data_files, s, resolution
         self.cache: Dict[str, tuple] = {}
 
     def get(self, name: str):
@@ -88,17 +92,27 @@ class _Images:
         if name not in self.cache:
             if len(self.cache) > 8:
                 self.cache.pop(next(iter(self.cache)))
-            notes: List[str] = []
             try:
-                hr, resized = load_hr(self.files[name], self.r, notes)
+                hr, resized = load_hr(self.files[name], self.r)
                 self.cache[name] = (hr, bicubic_downscale(hr[None], self.s.scale)[0], resized)
             except PulseError as exc:
                 self.cache[name] = exc
-                if self.log:
-                    self.log(f"error: {exc}")
-            for line in notes if self.log else ():
-                self.log(line)
+                log.error("%s", exc)
         return self.cache[name]
+
+
+@dataclasses.dataclass
+class _Eval:
+    """What every search of one evaluation shares."""
+
+    model: object
+    opts: PulseOptions
+    s: EvalSettings
+    conds: dict            # condition name -> Degradation (None for clean)
+    sig: dict              # the signature that keys records
+    out_dir: Path
+    grid_names: set        # images shown in the figure grids
+    images: _Images
 
 
 def _unit_input(cond, name: str, s: EvalSettings, hr, lr_clean):
@@ -110,25 +124,25 @@ def _unit_input(cond, name: str, s: EvalSettings, hr, lr_clean):
     return cond(lr_clean[None], generator=g)[0]
 
 
-def _search_units(model, opts, s, conds, units, images, sig, out_dir, grid_names) -> List[dict]:
+def _search_units(ev: _Eval, units) -> List[dict]:
     """Search one batch of units (image, condition, run) together; return their ``done`` records."""
-    use_niqe = sig["niqe"]
-    loaded = [(u, images.get(u[0])) for u in units]
+    s, conds = ev.s, ev.conds
+    loaded = [(u, ev.images.get(u[0])) for u in units]
     loaded = [(u, im) for u, im in loaded if not isinstance(im, PulseError)]
     if not loaded:
         return []
     records = []
     # Units whose eps differs (noise-aware conditions) cannot share a search: one per eps, in order.
-    for eps in dict.fromkeys(condition_eps(opts.eps, conds[c], s.noise_aware) for (_, c, _), _ in loaded):
-        group = [(u, im) for u, im in loaded if condition_eps(opts.eps, conds[u[1]], s.noise_aware) == eps]
-        records += _search_group(model, dataclasses.replace(opts, eps=eps), s, conds, group, use_niqe, sig,
-                                 out_dir, grid_names)
+    for eps in dict.fromkeys(condition_eps(ev.opts.eps, conds[c], s.noise_aware) for (_, c, _), _ in loaded):
+        group = [(u, im) for u, im in loaded if condition_eps(ev.opts.eps, conds[u[1]], s.noise_aware) == eps]
+        records += _search_group(ev, dataclasses.replace(ev.opts, eps=eps), group)
     return records
 
 
-def _search_group(model, opts, s, conds, loaded, use_niqe, sig, out_dir, grid_names) -> List[dict]:
+def _search_group(ev: _Eval, opts: PulseOptions, loaded) -> List[dict]:
+    s, conds, use_niqe, sig, out_dir, grid_names = ev.s, ev.conds, ev.sig["niqe"], ev.sig, ev.out_dir, ev.grid_names
     lr_in = torch.stack([_unit_input(conds[c], n, s, im[0], im[1]) for (n, c, k), im in loaded])
-    res = upsample(lr_in, model, opts, samples=1, seed=[s.seed + k for (_, _, k), _ in loaded])
+    res = upsample(lr_in, ev.model, opts, samples=1, seed=[s.seed + k for (_, _, k), _ in loaded])
     records = []
     for j, ((name, cname, k), (hr, lr_clean, resized)) in enumerate(loaded):
         sr, ds = res.images[j], res.downscaled[j]
@@ -209,9 +223,26 @@ def _done_units(parts: List[dict], sig: dict) -> Dict[str, dict]:
             if r.get("event") == "done" and str(r.get("unit", "")).startswith(prefix) and "data" in r}
 
 
+@dataclasses.dataclass
+class EvalResult:
+    """What an evaluation found: ``summary`` is ``results.json`` without its per-image records, which are
+    ``records``; ``notes`` are the lines it logged. Ranks other than 0 return an empty one."""
+
+    summary: dict
+    records: List[dict] = dataclasses.field(default_factory=list)
+    notes: List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        return self.summary.get("exit_code")
+
+    @property
+    def errors(self) -> List[dict]:
+        return self.summary.get("errors", [])
+
+
 def evaluate(data_dir, model, out_dir, options: Optional[PulseOptions] = None,
-             settings: Optional[EvalSettings] = None, *, device=None,
-             log: Optional[Callable[[str], None]] = None, ranks: Optional[Ranks] = None) -> dict:
+             settings: Optional[EvalSettings] = None, *, device=None, ranks: Optional[Ranks] = None) -> EvalResult:
     """Run the evaluation and write ``results.json``, ``report.md`` and ``figures/``; return the results.
 
     The work is split into units, one per (image, condition, run), each searched
@@ -220,16 +251,25 @@ def evaluate(data_dir, model, out_dir, options: Optional[PulseOptions] = None,
     an interrupted run resumes where it stopped. With ``ranks`` from
     :func:`pulse_sr.pipelines.shards.session` under ``torchrun`` the units are
     split over the ranks and rank 0 writes the results, which are those of one
-    process; the other ranks return ``{"rank": R, "world": W}``.
+    process; the other ranks return an empty :class:`EvalResult`.
+
+    Progress and problems are logged (``pulse_sr.pipelines.eval.run``).
 
     Raises:
         InputSizeError: the scale does not fit the model's resolution.
-        InputImageError: ``data_dir`` holds no images, or ``out_dir`` cannot be used.
-        ValueError: bad settings (e.g. an unknown degradation).
+        InputImageError: ``data_dir`` holds no images.
+        OutputFolderError: ``out_dir`` cannot be used.
+        SettingsError, DegradationSpecError, LabelError: bad settings.
     """
-    opts = options or PulseOptions()
-    s = settings or EvalSettings()
-    ranks = ranks or Ranks()
+    notes: List[str] = []
+    with collect(notes):
+        result = _evaluate(data_dir, model, Path(out_dir), options or PulseOptions(), settings or EvalSettings(),
+                           device, ranks or Ranks())
+    result.notes = notes
+    return result
+
+
+def _evaluate(data_dir, model, out_dir: Path, opts: PulseOptions, s: EvalSettings, device, ranks: Ranks) -> EvalResult:
     opts.validate()
     s.validate()
     degradations = parse_degradations(s.degrade)
@@ -239,12 +279,9 @@ def evaluate(data_dir, model, out_dir, options: Optional[PulseOptions] = None,
     if r % s.scale:
         raise InputSizeError(f"scale {s.scale} does not divide the model's {r}-px resolution")
     check_lr_size(r // s.scale, r // s.scale, r)
-    say = log if log and ranks.main else None
+    say = log.info if ranks.main else None
 
-    notes: List[str] = []
-    files = expand_inputs([data_dir], notes)
-    for line in notes if say else ():
-        say(line)
+    files = expand_inputs([data_dir])
     if not files:
         raise InputImageError(f"{data_dir}: no images (PNG/JPEG/WebP/BMP) found")
     files = sorted(files, key=lambda p: p.name)
@@ -265,39 +302,39 @@ def evaluate(data_dir, model, out_dir, options: Optional[PulseOptions] = None,
             plan = {"error": str(exc)}
     plan = ranks.broadcast(plan)
     if "error" in plan:
-        raise InputImageError(plan["error"])
+        raise OutputFolderError(plan["error"])
 
-    grid_names = {p.name for p in files[:s.grid_images]}
-    images = _Images({p.name: p for p in files}, s, r, log)
+    ev = _Eval(model, opts, s, conds, sig, out_dir, {p.name for p in files[:s.grid_images]},
+               _Images({p.name: p for p in files}, s, r))
     mine = split(plan["todo"], ranks)
     with PartLog(out_dir, ranks) as part:
         for n, b in enumerate(mine):
             batch = batches[b]
             part.write(*({"event": "start", "unit": _unit_id(sig, *u), "input": u[0], "rank": ranks.rank,
                           "world": ranks.world, "pid": os.getpid()} for u in batch))
-            done = _search_units(model, opts, s, conds, batch, images, sig, out_dir, grid_names)
-            failed = sorted({u[0] for u in batch if isinstance(images.get(u[0]), PulseError)})
+            done = _search_units(ev, batch)
+            failed = sorted({u[0] for u in batch if isinstance(ev.images.get(u[0]), PulseError)})
             part.write(*done, *({"event": "error", "unit": _unit_id(sig, *u), "file": u[0], "token": plan["token"],
-                                 "error": str(images.get(u[0]))} for u in batch if u[0] in failed))
-            if log and done:
+                                 "error": str(ev.images.get(u[0]))} for u in batch if u[0] in failed))
+            if done:
                 ok = sum(d["data"]["run"]["success"] for d in done)
                 what = ", ".join(f"{u[0]} {u[1]} run {u[2]}" for u in batch if u[0] not in failed)
-                log(f"[{n + 1}/{len(mine)}] {what}: {ok}/{len(done)} within eps, "
-                    f"{sum(d['data']['seconds'] for d in done):.1f} s")
+                log.info("[%d/%d] %s: %d/%d within eps, %.1f s", n + 1, len(mine), what, ok, len(done),
+                         sum(d["data"]["seconds"] for d in done))
     ranks.gather(None)  # every rank has written its part
     if not ranks.main:
-        return {"rank": ranks.rank, "world": ranks.world}
+        return EvalResult({"rank": ranks.rank, "world": ranks.world})
     return _merge(out_dir, files, sig, conditions, s, plan, degradations, dev)
 
 
 def _plan(out_dir: Path, files: List[Path], sig: dict, batches: List[list], ranks: Ranks, say) -> dict:
     """Rank 0: make the folder, find what earlier runs did, and list the batches to run."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputImageError(f"--out {out_dir} is a file, not a folder; choose a folder for the results")
+        raise OutputFolderError(f"--out {out_dir} is a file, not a folder; choose a folder for the results")
     try:
         (out_dir / "per_image").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputImageError(f"cannot create {out_dir} ({exc.strerror or exc})") from None
+        raise OutputFolderError(f"cannot create {out_dir} ({exc.strerror or exc})") from None
     parts = read_parts(out_dir)
     done = _done_units(parts, sig)
     recorded = {p.name for p in files if _read_record(out_dir, p.name, sig) is not None}
@@ -352,10 +389,11 @@ def _merge(out_dir: Path, files: List[Path], sig: dict, conditions: List[str], s
     write_results(results, ordered, out_dir)
     write_figures(ordered, [CLEAN] + [d.name for d in degradations], out_dir, s.runs)
     write_report(results, out_dir)
-    return results
+    return EvalResult(results, ordered)
 
 
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return device.type
+

@@ -6,6 +6,7 @@ import dataclasses
 import zlib
 from typing import Optional, Sequence
 
+from ...errors import SettingsError
 from ...metrics.niqe import BLOCK_SIZE
 from ...ops.degrade import Degradation, parse_degradations
 from ...search import PulseOptions
@@ -43,15 +44,15 @@ class EvalSettings:
 
     def validate(self) -> None:
         if self.scale < 1:
-            raise ValueError(f"scale must be a positive integer, got {self.scale}")
+            raise SettingsError(f"scale must be a positive integer, got {self.scale}")
         if self.runs < 1:
-            raise ValueError(f"runs must be at least 1, got {self.runs}")
+            raise SettingsError(f"runs must be at least 1, got {self.runs}")
         if self.n is not None and self.n < 0:
-            raise ValueError(f"n must be at least 0 (0 = all), got {self.n}")
+            raise SettingsError(f"n must be at least 0 (0 = all), got {self.n}")
         if self.batch < 1:
-            raise ValueError(f"batch must be at least 1, got {self.batch}")
+            raise SettingsError(f"batch must be at least 1, got {self.batch}")
         if self.niqe_color not in ("gray", "y"):
-            raise ValueError(f"niqe_color must be 'gray' or 'y', got {self.niqe_color!r}")
+            raise SettingsError(f"niqe_color must be 'gray' or 'y', got {self.niqe_color!r}")
         parse_degradations(self.degrade)
 
 
