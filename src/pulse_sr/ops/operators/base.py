@@ -31,7 +31,8 @@ from ...errors import OperatorSpecError
 
 
 class Stage(enum.IntEnum):
-    """Where a term acts; a composition applies its terms in this order."""
+    """Where a term acts; a composition applies its terms in this order (terms of one stage, which
+    commute, in name order, so that a composition has one canonical spec)."""
 
     BLUR = 0        # on the HR face
     RESAMPLE = 1    # from the model's frame to the input's grid: exactly one per composition
@@ -227,15 +228,19 @@ def split_terms(spec: str) -> List[str]:
 
 
 def canonical_order(spec: str) -> str:
-    """A spec's terms in the order they apply (stable within a stage), names lowercased, spaces
-    dropped: what a run records before the input's size is known, so that ``gray+box:8`` and
-    ``box:8+gray`` are one setting. Unknown names sort last (the parser refuses them later)."""
+    """A spec's terms in the order they apply, names lowercased, spaces dropped: what a run records
+    before the input's size is known, so that ``gray+box:8`` and ``box:8+gray`` are one setting.
+    Unknown names sort last (the parser refuses them later)."""
     terms = []
     for t in split_terms(spec):
         name, sep, rest = t.partition(":")
         name = name.strip().lower()
         terms.append((OPERATORS[name].stage if name in OPERATORS else len(Stage), name + sep + rest.replace(" ", "")))
-    return "+".join(t for _, t in sorted(terms, key=lambda st: st[0]))
+    return "+".join(t for _, t in sorted(terms))
+
+
+def _applied_order(op: Operator):
+    return op.stage, op.name, op.key()
 
 
 def compose(ops: Sequence[Operator], ctx: SpecContext,
@@ -248,4 +253,4 @@ def compose(ops: Sequence[Operator], ctx: SpecContext,
         raise OperatorSpecError(f"{'+'.join(op.name for op in ops)}: at most one resampling term ({names})")
     if not resampling:
         ops.append(default(*ctx.lr_size, ctx.resolution))
-    return Compose(sorted(ops, key=lambda op: op.stage))
+    return Compose(sorted(ops, key=_applied_order))
