@@ -40,6 +40,14 @@ def tiny_G():
     return tiny_model()
 
 
+@pytest.fixture(scope="module")
+def default_model():
+    """The bundled model, loaded once per test module (the model is never moved or changed by a search)."""
+    import pulse_sr
+
+    return pulse_sr.load_model("default")
+
+
 @contextlib.contextmanager
 def local_http_server(handler):
     """A threaded HTTP server on 127.0.0.1 with ``handler``, shut down on exit (download tests only)."""

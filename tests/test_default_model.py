@@ -7,8 +7,8 @@ import pulse_sr
 from pulse_sr.cli import main
 
 
-def test_default_model_loads_offline():
-    model = pulse_sr.load_model("default")
+def test_default_model_loads_offline(default_model):
+    model = default_model
     G = model.generator
     assert G.resolution == 64 and G.num_ws == 10 and G.w_dim == 256
     assert model.gaussian_fit["mean"].shape == (256,) and (model.gaussian_fit["std"] > 0).all()
@@ -25,8 +25,8 @@ def test_default_model_loads_offline():
     assert torch.equal(img, again)
 
 
-def test_generator_carries_no_loader_state():
-    G = pulse_sr.load_model("default").generator
+def test_generator_carries_no_loader_state(default_model):
+    G = default_model.generator
     fresh = pulse_sr.StyleGAN1Generator(G.cfg)
     assert set(vars(G)) == set(vars(fresh))
     for name in ("gaussian_fit", "extras", "has_mapping", "source"):
@@ -40,8 +40,8 @@ def test_load_generator_is_a_deprecated_alias():
     assert isinstance(model, pulse_sr.PulseModel) and model.resolution == 64
 
 
-def test_two_step_pulse_on_default_model():
-    G = pulse_sr.load_model("default")
+def test_two_step_pulse_on_default_model(default_model):
+    G = default_model
     lr = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
     r = pulse_sr.upsample(lr, G, samples=2, seed=0, steps=2)
     assert r.images.shape == (2, 3, 64, 64) and r.downscaled.shape == (2, 3, 8, 8)

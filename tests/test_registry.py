@@ -180,11 +180,11 @@ def test_resolve_model(cache, entry, tmp_path):
     paths = download_model("tiny-test", timeout=TIMEOUT)
     assert paths == [cache / "tiny-test" / "tiny.bin"]
     info = resolve_model("tiny-test")
-    assert info["path"] == paths[0] and info["kind"] == "tf-pickle" and info["resolution"] == 32
+    assert info.path == paths[0] and info.kind == "tf-pickle" and info.resolution == 32
 
     other = tmp_path / "my.pkl"
     other.write_bytes(b"x")
-    assert resolve_model(str(other))["path"] == other
+    assert resolve_model(str(other)).path == other
     with pytest.raises(UnknownModelError, match="known models: .*stylegan-ffhq-1024.*tiny-test"):
         resolve_model(str(tmp_path / "missing.pkl"))
 
@@ -195,15 +195,15 @@ def test_resolve_pulse_roles(cache, tmp_path):
     for name, n in (("synthesis.pt", 10), ("mapping.pt", 10), ("gaussian_fit.pt", 4566)):
         (folder / name).write_bytes(b"\0" * n)
     info = resolve_model("pulse-ffhq-1024")
-    assert info["main"] == folder / "synthesis.pt"
-    assert info["mapping"] == folder / "mapping.pt"
-    assert info["gaussian_fit"] == folder / "gaussian_fit.pt"
+    assert info.main == folder / "synthesis.pt"
+    assert info.mapping == folder / "mapping.pt"
+    assert info.gaussian_fit == folder / "gaussian_fit.pt"
     assert registry.model_status(registry.get_entry("pulse-ffhq-1024")) == "downloaded"
 
     (folder / "gaussian_fit.pt").write_bytes(b"short")  # wrong size: not usable
     with pytest.raises(DownloadError, match="gaussian_fit.pt missing or incomplete"):
         resolve_model("pulse-ffhq-1024")
-    assert resolve_model(str(folder))["mapping"] == folder / "mapping.pt"
+    assert resolve_model(str(folder)).mapping == folder / "mapping.pt"
 
 
 def test_download_model_skips_verified_and_uses_mirror(cache, server, monkeypatch):
@@ -272,7 +272,7 @@ def test_bundled_model_matches_its_recorded_size_and_sha256():
     assert path.stat().st_size == f.size
     assert sha256_file(path) == f.sha256
     assert registry.model_status(e) == "bundled"
-    assert resolve_model("default")["path"] == path
+    assert resolve_model("default").path == path
     assert verify_model("default") == [FileCheck("default.safetensors", "ok", "ok")]
 
 
@@ -284,7 +284,7 @@ def test_bundled_model_that_differs_from_its_record_still_resolves():
     path = registry.local_path(real, "default.safetensors")
     assert registry.model_status(e) == "bundled (modified)"
     # Installed with the package, not downloaded: a rebuilt model still loads.
-    assert resolve_model("default", registry=reg)["path"] == path
+    assert resolve_model("default", registry=reg).path == path
     [check] = verify_model("default", registry=reg)
     assert check.status == "size-mismatch" and not check.ok
     assert check.message == f"size mismatch: expected 123, got {path.stat().st_size}"

@@ -59,12 +59,11 @@ def page(browser, server):
 
 
 @pytest.fixture(scope="module")
-def face8(tmp_path_factory):
+def face8(tmp_path_factory, default_model):
     """An 8×8 LR face: a sample of the bundled model, downscaled."""
-    from pulse_sr import load_model
     from pulse_sr.ops.resample import bicubic_downscale
 
-    m = load_model("default")
+    m = default_model
     with torch.no_grad():
         z = torch.randn(1, m.generator.z_dim, generator=torch.Generator().manual_seed(3))
         hr = ((m.generator.sample(z, truncation_psi=0.7, noise_mode="const") + 1) / 2).clamp(0, 1)

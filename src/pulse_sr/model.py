@@ -117,17 +117,17 @@ def load_model(name_or_path, *, device=None, mapping_path=None, gaussian_fit_pat
     from .runtime import trusted_cache
 
     files = resolve_model(str(name_or_path))
-    mapping_path = mapping_path or files.get("mapping")
-    loaded = load_file(Path(files["main"]), mapping_path)
+    mapping_path = mapping_path or files.mapping
+    loaded = load_file(Path(files.main), mapping_path)
     G = loaded.generator
     if impl is not None:
         G.set_impl(impl)
-    fit_path = gaussian_fit_path or files.get("gaussian_fit")
+    fit_path = gaussian_fit_path or files.gaussian_fit
     if fit_path:
         from .formats.pulse_pt import load_gaussian_fit_pt
         fit = validate_fit(load_gaussian_fit_pt(fit_path), G.w_dim, str(fit_path))
     elif loaded.gaussian_fit is not None:
-        fit = validate_fit(loaded.gaussian_fit, G.w_dim, str(files["main"]))
+        fit = validate_fit(loaded.gaussian_fit, G.w_dim, str(files.main))
     elif not loaded.has_mapping:
         raise ModelFormatError("this generator has no mapping network, so its Gaussian fit cannot be "
                                "computed: pass the mapping weights (--mapping mapping.pt) or a "
@@ -138,7 +138,7 @@ def load_model(name_or_path, *, device=None, mapping_path=None, gaussian_fit_pat
         G.to(device)
         fit = {k: v.to(device) for k, v in fit.items()}
     metadata = dict(loaded.metadata)
-    entry = files.get("entry")
+    entry = files.entry
     if entry is not None:  # what the registry knows about a model (its framing and subject)
         if entry.alignment:
             metadata.setdefault("alignment", entry.alignment)

@@ -10,11 +10,6 @@ from ..hub.download import download_model, verify_model
 from .common import ByteBars
 
 
-def _fail(ctx: click.Context, message, code: int):
-    click.echo(f"Error: {message}", err=True)
-    ctx.exit(code)
-
-
 @click.group()
 def models():
     """List, download and verify generator weights.
@@ -52,13 +47,9 @@ def list_cmd():
               help="Give up on a transfer when no data arrives for this many seconds.")
 @click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Give up after this many seconds in all (default: no limit). What arrived is kept for a resume.")
-@click.pass_context
-def download_cmd(ctx, name, force, quiet, timeout, deadline):
+def download_cmd(name, force, quiet, timeout, deadline):
     """Download model NAME into the cache (resumes an interrupted download)."""
-    try:
-        entry = registry.get_entry(name)
-    except registry.UnknownModelError as exc:
-        _fail(ctx, exc, 2)
+    entry = registry.get_entry(name)  # an unknown name: UnknownModelError, exit 2
     if entry.kind == "bundled":
         status = registry.model_status(entry)
         if status in ("bundled", "bundled (modified)"):
@@ -66,12 +57,9 @@ def download_cmd(ctx, name, force, quiet, timeout, deadline):
             if status != "bundled":
                 click.echo(f"note: it differs from its registry record; see `pulse models verify {name}`", err=True)
             return
-        _fail(ctx, f"the bundled model {name!r} is missing from the installed package; reinstall pulse-sr", 1)
-    try:
-        with ByteBars(enabled=not quiet) as bars:
-            paths = download_model(name, force=force, progress=bars, timeout=timeout, deadline=deadline)
-    except DownloadError as exc:
-        _fail(ctx, exc, 1)
+        raise DownloadError(f"the bundled model {name!r} is missing from the installed package; reinstall pulse-sr")
+    with ByteBars(enabled=not quiet) as bars:  # a failed transfer: DownloadError, exit 1
+        paths = download_model(name, force=force, progress=bars, timeout=timeout, deadline=deadline)
     unverified = [f.filename for f in entry.files if not f.sha256]
     for path in paths:
         click.echo(str(path))
@@ -82,18 +70,14 @@ def download_cmd(ctx, name, force, quiet, timeout, deadline):
 
 @models.command("verify")
 @click.argument("name")
-@click.pass_context
-def verify_cmd(ctx, name):
+def verify_cmd(name):
     """Re-check model NAME's files on disk: present, size and sha256.
 
     A file with no published size or sha256 is only checked to look complete
     by its own format. Exit 0 when every file is usable, 1 otherwise, 2 for an
     unknown name.
     """
-    try:
-        checks = verify_model(name)
-    except registry.UnknownModelError as exc:
-        _fail(ctx, exc, 2)
+    checks = verify_model(name)  # an unknown name: UnknownModelError, exit 2
     for check in checks:
         click.echo(f"{check.filename}: {check.message}")
     bad = [c for c in checks if not c.ok]
@@ -104,7 +88,7 @@ def verify_cmd(ctx, name):
             fix = f"run `pulse models download {name}`"
         else:
             fix = f"run `pulse models download {name} --force`"
-        _fail(ctx, f"{len(bad)} of {len(checks)} files of {name} failed verification; {fix}", 1)
+        raise DownloadError(f"{len(bad)} of {len(checks)} files of {name} failed verification; {fix}")
     unverified = [c.filename for c in checks if c.status == "unverifiable-complete"]
     if unverified:
         click.echo(f"note: {', '.join(unverified)} only checked to look complete (no published size or sha256)",

@@ -23,7 +23,7 @@ from ..runtime import cache_dir
 __all__ = [
     "MODEL_KINDS", "ModelFile", "ModelEntry", "REGISTRY", "UnknownModelError",
     "cache_dir", "register", "get_entry", "known_names", "local_path", "model_dir",
-    "model_status", "entry_resolution", "resolve_model",
+    "model_status", "entry_resolution", "resolve_model", "ResolvedModel",
 ]
 
 MODEL_KINDS = ("bundled", "tf-pickle", "nvidia-pickle", "pulse-synthesis", "pulse-mapping", "gaussian-fit")
@@ -308,16 +308,33 @@ def entry_resolution(entry: ModelEntry) -> Optional[int]:
         return None
 
 
-def resolve_model(name_or_path, registry: Optional[Dict[str, ModelEntry]] = None) -> dict:
+@dataclass(frozen=True)
+class ResolvedModel:
+    """The local files of a model, as :func:`resolve_model` finds them."""
+
+    name: str                          # the registry name, or the path as given
+    kind: Optional[str]                # the registry's format kind; None for a bare path (the loader sniffs)
+    resolution: Optional[int]
+    licence: Optional[str]
+    entry: Optional["ModelEntry"]      # None for a path
+    files: Dict[str, Path]             # {filename: path}, in entry order
+    main: Path                         # the generator file (synthesis.pt when there is one)
+    mapping: Optional[Path] = None     # PULSE's mapping.pt, when present
+    gaussian_fit: Optional[Path] = None  # PULSE's gaussian_fit.pt, when present
+
+    @property
+    def paths(self) -> List[Path]:
+        return list(self.files.values())
+
+    @property
+    def path(self) -> Path:
+        return self.paths[0]
+
+
+def resolve_model(name_or_path, registry: Optional[Dict[str, ModelEntry]] = None) -> ResolvedModel:
     """Local files for a registered name, or an existing file/folder passed through.
 
     Registered names win over same-named files; write ``./NAME`` to mean a path.
-    Returns a dict with ``name``, ``kind`` (None for a bare path: the loader sniffs
-    the format), ``resolution``, ``licence``, ``entry`` (None for a path),
-    ``files`` ({filename: Path}), ``paths`` ([Path], entry order), ``path`` (the
-    first of ``paths``), ``main`` (the generator file: ``synthesis.pt`` if there
-    is one) and, when present, ``mapping`` and ``gaussian_fit`` (PULSE's
-    ``mapping.pt`` and ``gaussian_fit.pt``).
 
     Raises ModelNotDownloadedError when a registered model is not downloaded yet and
     UnknownModelError for anything else that cannot be found.
@@ -349,15 +366,10 @@ def resolve_model(name_or_path, registry: Optional[Dict[str, ModelEntry]] = None
                             f"{', '.join(known_names(registry))}")
 
 
-def _result(name, kind, resolution, licence, entry, files: Dict[str, Path]) -> dict:
-    paths = list(files.values())
-    out = {"name": name, "kind": kind, "resolution": resolution, "licence": licence,
-           "entry": entry, "files": files, "paths": paths, "path": paths[0]}
+def _result(name, kind, resolution, licence, entry, files: Dict[str, Path]) -> ResolvedModel:
     # Roles for the loader: PULSE's file names are fixed, so match on them.
-    roles = {"mapping": "mapping.pt", "gaussian_fit": "gaussian_fit.pt"}
-    for role, filename in roles.items():
-        if filename in files:
-            out[role] = files[filename]
-    rest = [p for f, p in files.items() if f not in roles.values()]
-    out["main"] = files.get("synthesis.pt") or (rest or paths)[0]
-    return out
+    roles = ("mapping.pt", "gaussian_fit.pt")
+    rest = [p for f, p in files.items() if f not in roles]
+    main = files.get("synthesis.pt") or (rest or list(files.values()))[0]
+    return ResolvedModel(name, kind, resolution, licence, entry, files, main, files.get("mapping.pt"),
+                         files.get("gaussian_fit.pt"))
