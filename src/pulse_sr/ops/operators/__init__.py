@@ -24,39 +24,27 @@ back to an equal operator; ``op.key()`` is what resume keys record.
 
 Layout: :mod:`.base` (the contract, the registry, compositions), one module per
 family (:mod:`.resampling`, :mod:`.blur`, :mod:`.gray`, :mod:`.mask`,
-:mod:`.warp`, :mod:`.custom`), :mod:`.defaults` (the operator an input gets
-when none is named). A new operator is a registered class in a module here,
+:mod:`.warp`, :mod:`.custom`), :mod:`.spec` (:func:`parse_operator`, and the operator an input
+gets when none is named). A new operator is a registered class in a module here,
 imported below (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 from ...errors import OperatorSpecError
 from ..mosaic import detect_mosaic
-from .base import (OPERATORS, Compose, MaskReader, Operator, SpecContext, Stage, canonical_order, compose,
-                   fmt_number, parse_term, register, split_terms, unregister)
+from .base import (OPERATORS, Compose, MaskReader, Operator, SpecContext, Stage, canonical_order, fmt_number,
+                   parse_term, register, unregister)
 from .blur import Blur
 from .custom import Custom
-from .defaults import as_operator, auto_operator, is_gray
 from .gray import Gray
 from .mask import Mask
 from .resampling import Bicubic, Box, Nearest, Resize, default_resampling
+from .spec import as_operator, auto_operator, is_gray, parse_operator
 from .warp import Warp
 
-__all__ = ["Operator", "Compose", "Stage", "SpecContext", "OPERATORS", "register", "unregister",
+__all__ = ["Operator", "Compose", "Stage", "SpecContext", "MaskReader", "OPERATORS", "register", "unregister",
            "Bicubic", "Resize", "Box", "Nearest", "Blur", "Gray", "Mask", "Warp", "Custom",
            "parse_operator", "parse_term", "as_operator", "auto_operator", "default_resampling", "is_gray",
            "detect_mosaic", "canonical_order", "fmt_number", "OperatorSpecError"]
 
-
-def parse_operator(spec: str, lr_size: Tuple[int, int], resolution: int, *,
-                   read_mask: Optional[MaskReader] = None) -> Compose:
-    """A spec such as ``gray+box:8@3,5`` for an input of (h, w) = ``lr_size`` on a ``resolution``-px model.
-
-    ``read_mask(path)`` gives the pixels of a ``mask:PATH`` term (default:
-    :func:`pulse_sr.images.read_mask`).
-    """
-    ctx = SpecContext(tuple(lr_size), int(resolution), read_mask)
-    return compose([parse_term(t, ctx) for t in split_terms(spec)], ctx, default_resampling)

@@ -1,13 +1,14 @@
-"""Which operator an input gets when none is named: from its size and its pixels."""
+"""From what a caller gives to an operator: a spec string, nothing (the default for the input's size,
+or one detected from its pixels), an Operator, or a callable."""
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
 from ..mosaic import detect_mosaic
-from .base import Compose, Operator
+from .base import Compose, MaskReader, Operator, SpecContext, compose, parse_term, split_terms
 from .custom import Custom
 from .gray import Gray
 from .resampling import Box, default_resampling
@@ -33,10 +34,19 @@ def auto_operator(lr: torch.Tensor, resolution: int) -> Compose:
     return Compose(ops)
 
 
+def parse_operator(spec: str, lr_size: Tuple[int, int], resolution: int, *,
+                   read_mask: Optional[MaskReader] = None) -> Compose:
+    """A spec such as ``gray+box:8@3,5`` for an input of (h, w) = ``lr_size`` on a ``resolution``-px model.
+
+    ``read_mask(path)`` gives the pixels of a ``mask:PATH`` term (default:
+    :func:`pulse_sr.images.read_mask`).
+    """
+    ctx = SpecContext(tuple(lr_size), int(resolution), read_mask)
+    return compose([parse_term(t, ctx) for t in split_terms(spec)], ctx, default_resampling)
+
+
 def as_operator(op, lr_size: Tuple[int, int], resolution: int) -> Compose:
     """None (the default for the size), a spec string, an Operator, or any callable ``f(hr) -> lr``."""
-    from . import parse_operator
-
     if op is None:
         return Compose([default_resampling(*lr_size, resolution)])
     if isinstance(op, str):
