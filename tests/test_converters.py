@@ -18,7 +18,9 @@ from generator_files import write_rosinality_checkpoints, write_tf_stylegan2_pic
 from pulse_sr.errors import ModelFormatError, UnsafePickleError
 from pulse_sr.formats.rosinality import is_rosinality_state, read_rosinality_checkpoint, rosinality_to_nvidia
 from pulse_sr.formats.stylegan2_layout import expected_shapes, fit_channel_base, generator_kwargs
-from pulse_sr.formats.tf_pickle import _TFNetworkStub, _unpickle_restricted, load_tf_pickle
+from pulse_sr.formats.tf_network import TFNetworkStub as _TFNetworkStub
+from pulse_sr.formats.tf_network import unpickle_tf as _unpickle_restricted
+from pulse_sr.formats.tf_pickle import load_tf_pickle
 from pulse_sr.formats.tf_stylegan2 import is_tf_stylegan2, read_tf_stylegan2_pickle, tf_sg2_to_nvidia
 
 FIXTURES = Path(__file__).parent / "fixtures" / "generators"

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from pulse_sr.formats import pulse_pt, sniff, tf_pickle
+from pulse_sr.formats import pulse_pt, sniff, tf_network, tf_pickle
 from pulse_sr.errors import ModelFormatError, UnsafePickleError
 from pulse_sr.formats.safetensors_file import save_generator
 from pulse_sr.networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
@@ -310,7 +310,7 @@ def test_restricted_unpickler_accepts_numpy1_names():
     data = pickle.dumps((a, np.float32(2.5)), protocol=3)  # GLOBAL opcodes spell the module out
     for old, new in ((b"numpy._core.multiarray", b"numpy.core.multiarray"),
                      (b"numpy.core.multiarray", b"numpy._core.multiarray")):
-        b, s = tf_pickle._RestrictedUnpickler(io.BytesIO(data.replace(old, new))).load()
+        b, s = tf_network.RestrictedUnpickler(io.BytesIO(data.replace(old, new))).load()
         assert np.array_equal(a, b) and float(s) == 2.5
 
 

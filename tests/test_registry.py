@@ -226,7 +226,7 @@ def test_builtin_entries_are_well_formed():
         for f in e.files:
             for url in e.urls(f.filename):
                 assert url.startswith("https://")
-    assert registry.get_entry("default").kind == "bundled"
+    assert registry.get_entry("default").bundled and registry.get_entry("default").kind == "pulse-sr"
     assert registry.get_entry("default").files[0].filename == "default.safetensors"
 
 

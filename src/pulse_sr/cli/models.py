@@ -26,11 +26,11 @@ def list_cmd():
     for name in registry.known_names():
         entry = registry.get_entry(name)
         res = registry.entry_resolution(entry)
-        if entry.kind == "bundled" or len(entry.files) == 1:
+        if entry.bundled or len(entry.files) == 1:
             path = registry.local_path(entry, entry.files[0].filename)
         else:
             path = registry.model_dir(entry)
-        rows.append((entry.name, entry.kind, str(res) if res else "?",
+        rows.append((entry.name, "bundled" if entry.bundled else entry.kind.value, str(res) if res else "?",
                      registry.model_status(entry), str(path), entry.licence))
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header) - 1)]
     for row in [header] + rows:
@@ -50,7 +50,7 @@ def list_cmd():
 def download_cmd(name, force, quiet, timeout, deadline):
     """Download model NAME into the cache (resumes an interrupted download)."""
     entry = registry.get_entry(name)  # an unknown name: UnknownModelError, exit 2
-    if entry.kind == "bundled":
+    if entry.bundled:
         status = registry.model_status(entry)
         if status in ("bundled", "bundled (modified)"):
             click.echo(f"{name} is bundled with pulse-sr: {registry.local_path(entry, entry.files[0].filename)}")
@@ -82,7 +82,7 @@ def verify_cmd(name):
         click.echo(f"{check.filename}: {check.message}")
     bad = [c for c in checks if not c.ok]
     if bad:
-        if registry.get_entry(name).kind == "bundled":
+        if registry.get_entry(name).bundled:
             fix = "reinstall pulse-sr, or if you rebuilt the model, record its new size and sha256 in hub/registry.py"
         elif all(c.status == "missing" for c in bad):
             fix = f"run `pulse models download {name}`"

@@ -26,14 +26,13 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Tuple
 import torch
 
 from ..errors import ModelFormatError
-from . import LoadedWeights
-from .infer import check_parameter_count
-from .keys import load_state_strict
+from .common import Format, LoadedWeights
+from .nvidia_generators import generator_from_state, network_kind
 from .restricted_pickle import COMMON_GLOBALS, AllowListUnpickler, load_allowed, plain
 
 __all__ = ["PersistentObject", "load_nvidia_pickle", "read_nvidia_pickle", "module_state"]
 
-FORMAT = "nvidia-pickle"
+FORMAT = Format.NVIDIA_PICKLE
 
 class PersistentObject:
     """What a ``torch_utils.persistence`` object pickles: recorded here, never instantiated."""
@@ -115,71 +114,6 @@ def module_state(obj: PersistentObject, prefix: str = "") -> Iterator[Tuple[str,
         if not isinstance(child, PersistentObject):
             raise ModelFormatError(f"{prefix}{name} is a {type(child).__name__}, not a persistent module")
         yield from module_state(child, f"{prefix}{name}.")
-
-
-def network_kind(state_names) -> str:
-    """'stylegan3' or 'stylegan2' from the tensor names, or ModelFormatError."""
-    names = set(state_names)
-    if "synthesis.input.freqs" in names:
-        return "stylegan3"
-    if "synthesis.b4.const" in names:
-        return "stylegan2"
-    raise ModelFormatError("the generator is neither a StyleGAN2 (synthesis.b4.const) nor a StyleGAN3 "
-                           "(synthesis.input.freqs) network")
-
-
-def _int_in(kwargs: Mapping, key: str, default, low: int, high: int, what: str) -> int:
-    v = kwargs.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or not low <= v <= high:
-        raise ModelFormatError(f"{what}: {key}={v!r} is not an integer in [{low}, {high}]")
-    return int(v)
-
-
-def stylegan3_parameter_bound(kwargs: Mapping, what: str) -> int:
-    """An upper bound on what NVIDIA's StyleGAN3 ``Generator(**kwargs)`` allocates, from the numbers alone."""
-    mapping = kwargs.get("mapping_kwargs") or {}
-    if not isinstance(mapping, Mapping):
-        raise ModelFormatError(f"{what}: mapping_kwargs is not a dict")
-    z = _int_in(kwargs, "z_dim", None, 1, 4096, what)
-    w = _int_in(kwargs, "w_dim", None, 1, 4096, what)
-    res = _int_in(kwargs, "img_resolution", None, 4, 1024, what)
-    rgb = _int_in(kwargs, "img_channels", 3, 1, 4, what)
-    layers = _int_in(kwargs, "num_layers", 14, 1, 32, what)
-    cmax = _int_in(kwargs, "channel_max", 512, 1, 4096, what)
-    _int_in(kwargs, "channel_base", 32768, 1, 1 << 24, what)
-    k = _int_in(kwargs, "conv_kernel", 3, 1, 7, what)
-    taps = _int_in(kwargs, "filter_size", 6, 1, 16, what) * _int_in(kwargs, "lrelu_upsampling", 2, 1, 4, what) * 2
-    _int_in(kwargs, "margin_size", 10, 0, 256, what)
-    if res & (res - 1):
-        raise ModelFormatError(f"{what}: img_resolution={res} is not a power of two")
-    n_map = _int_in(mapping, "num_layers", 2, 1, 32, what)
-    n = (n_map * (max(z, w) ** 2 + max(z, w)) + w) + (w * 4 + 4 + cmax * 3 + cmax * cmax + 9)
-    per_layer = w * cmax + cmax + cmax * cmax * k * k + cmax + 1 + 2 * taps * taps
-    return n + (layers + 2) * per_layer + w * cmax + cmax + rgb * cmax + rgb
-
-
-def _build_checked(kind: str, kwargs: dict, what: str):
-    """The network ``kind`` for NVIDIA-style ``kwargs``, after bounding the size they describe."""
-    try:
-        if kind == "stylegan3":
-            from ..networks.stylegan3 import StyleGAN3Generator
-            check_parameter_count(stylegan3_parameter_bound(kwargs, what), what, "its constructor arguments")
-            return StyleGAN3Generator.from_init_kwargs(kwargs)
-        from ..networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
-        cfg = StyleGAN2Config.from_init_kwargs(kwargs, what)
-        check_parameter_count(cfg.parameter_count(), what, "its constructor arguments")
-        return StyleGAN2Generator(cfg)
-    except (ValueError, TypeError) as exc:
-        raise ModelFormatError(str(exc) if str(exc).startswith(what) else f"{what}: {exc}") from None
-
-
-def generator_from_state(kind: str, kwargs: dict, state: Dict[str, torch.Tensor], what: str):
-    """Build the network ``kind`` from NVIDIA-style ``kwargs`` and load NVIDIA-named ``state`` strictly."""
-    G = _build_checked(kind, kwargs, what)
-    renamed = {("mapping_network." + k[len("mapping."):] if k.startswith("mapping.") else k): v.float()
-               for k, v in state.items()}
-    load_state_strict(G, renamed, what)
-    return G.eval().requires_grad_(False)
 
 
 def load_nvidia_pickle(path) -> LoadedWeights:

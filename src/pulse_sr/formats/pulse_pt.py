@@ -17,9 +17,8 @@ import torch
 
 from ..errors import ModelFormatError, UnsafePickleError
 from ..networks.stylegan1 import StyleGAN1Config
-from . import LoadedWeights
-from .infer import build_generator, count_indexed, fit_fmaps, resolution_and_channels
-from .keys import check_keys, load_state_strict
+from .common import Format, LoadedWeights, build_checked, check_keys, count_indexed, load_state_strict, shape_of
+from .infer import fit_fmaps, resolution_and_channels
 
 __all__ = ["load_pulse_state_dicts", "load_gaussian_fit_pt", "PULSE_NOISE_SEED"]
 
@@ -66,15 +65,6 @@ def _tensor_dict(obj, path: Path) -> Dict[str, torch.Tensor]:
     if bad:
         raise ModelFormatError(f"{path}: state dict entries that are not tensors: {bad[:5]}")
     return dict(obj)
-
-
-def _key_shape(sd: Mapping[str, torch.Tensor], key: str, what: str, ndim: int) -> Tuple[int, ...]:
-    if key not in sd:
-        raise ModelFormatError(f"{what}: missing key {key} (needed to infer the architecture)")
-    shape = tuple(sd[key].shape)
-    if len(shape) != ndim:
-        raise ModelFormatError(f"{what}: {key} has shape {shape}, expected {ndim} dimensions")
-    return shape
 
 
 def _pulse_block_names(cfg: StyleGAN1Config) -> List[Tuple[str, str, str]]:
@@ -147,11 +137,11 @@ def load_pulse_state_dicts(synthesis_path, mapping_path=None) -> LoadedWeights:
     if not blocks:
         raise ModelFormatError(f"{what}: no keys like 'blocks.4x4.const'; not a PULSE synthesis.pt")
     resolution, channels = resolution_and_channels(
-        blocks, lambda: _key_shape(sd, "blocks.4x4.const", what, 4)[1],
-        lambda r: _key_shape(sd, f"blocks.{r}x{r}.conv1.weight", what, 4)[0], what)
+        blocks, lambda: shape_of(sd, "blocks.4x4.const", 4, what, noun='key')[1],
+        lambda r: shape_of(sd, f"blocks.{r}x{r}.conv1.weight", 4, what, noun='key')[0], what)
     fmap_base, fmap_decay, fmap_max = fit_fmaps(channels, (8192, 1.0, 512), what)
-    w_dim = _key_shape(sd, "blocks.4x4.epi1.style_mod.lin.weight", what, 2)[1]
-    num_channels = _key_shape(sd, "torgb.weight", what, 4)[0]
+    w_dim = shape_of(sd, "blocks.4x4.epi1.style_mod.lin.weight", 2, what, noun='key')[1]
+    num_channels = shape_of(sd, "torgb.weight", 4, what, noun='key')[0]
 
     latent_dim, n_dense, fmaps = 512, 8, 512
     if msd is not None:
@@ -159,8 +149,8 @@ def load_pulse_state_dicts(synthesis_path, mapping_path=None) -> LoadedWeights:
         n_dense = count_indexed(msd, "dense{}.weight")
         if n_dense == 0:
             raise ModelFormatError(f"{mwhat}: missing key dense0.weight; not a PULSE mapping.pt")
-        fmaps, latent_dim = _key_shape(msd, "dense0.weight", mwhat, 2)
-        map_w_dim = _key_shape(msd, f"dense{n_dense - 1}.weight", mwhat, 2)[0]
+        fmaps, latent_dim = shape_of(msd, "dense0.weight", 2, mwhat, noun='key')
+        map_w_dim = shape_of(msd, f"dense{n_dense - 1}.weight", 2, mwhat, noun='key')[0]
         if map_w_dim != w_dim:
             raise ModelFormatError(f"{mwhat}: mapping outputs {map_w_dim}-d W but {what} expects {w_dim}-d")
         if n_dense == 1:
@@ -183,7 +173,7 @@ def load_pulse_state_dicts(synthesis_path, mapping_path=None) -> LoadedWeights:
         _check_blur_kernel(sd, key, what)
     state = {ours: sd[ref].detach().float() for ref, ours in table.items()}
 
-    G = build_generator(cfg, what)
+    G = build_checked(cfg, what)
     if msd is not None:
         mwhat = str(mapping_path)
         mtable = {}
@@ -202,7 +192,7 @@ def load_pulse_state_dicts(synthesis_path, mapping_path=None) -> LoadedWeights:
     state["w_avg"] = torch.zeros(cfg.w_dim)
 
     load_state_strict(G, state, what if msd is None else f"{what} + {mapping_path}")
-    return LoadedWeights(G.eval().requires_grad_(False), format="pulse-state-dict", has_mapping=msd is not None)
+    return LoadedWeights(G.eval().requires_grad_(False), format=Format.PULSE_STATE_DICT, has_mapping=msd is not None)
 
 
 def load_gaussian_fit_pt(path, dim: Optional[int] = 512) -> Dict[str, torch.Tensor]:

@@ -28,7 +28,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import torch
 
 from ..errors import ModelFormatError
-from .keys import check_keys
+from .common import Format, LoadedWeights, check_keys, count_indexed, shape_of
+from .nvidia_generators import generator_from_state
 from .pulse_pt import torch_load_weights
 from .restricted_pickle import plain
 from .stylegan2_layout import (DEFAULT_FILTER, MAX_MAPPING_LAYERS, check_dim, check_resolution, filter_buffer,
@@ -36,7 +37,7 @@ from .stylegan2_layout import (DEFAULT_FILTER, MAX_MAPPING_LAYERS, check_dim, ch
 
 __all__ = ["is_rosinality_state", "load_rosinality", "read_rosinality_checkpoint", "rosinality_to_nvidia"]
 
-FORMAT = "rosinality"
+FORMAT = Format.ROSINALITY
 
 # Top-level keys of the two forms (see the module docstring).
 _CONVERTED_KEYS = frozenset({"g_ema", "latent_avg", "g", "d"})
@@ -160,22 +161,6 @@ def _blur_kernel_names(log2_res: int):
     return names
 
 
-def _shape(state: Mapping[str, torch.Tensor], name: str, ndim: int, what: str) -> Tuple[int, ...]:
-    if name not in state:
-        raise ModelFormatError(f"{what}: missing {name} (needed to infer the architecture)")
-    shape = tuple(state[name].shape)
-    if len(shape) != ndim:
-        raise ModelFormatError(f"{what}: {name} has shape {shape}, expected {ndim} dimensions")
-    return shape
-
-
-def _count(state: Mapping[str, torch.Tensor], template: str, start: int = 0) -> int:
-    n = 0
-    while template.format(start + n) in state:
-        n += 1
-    return n
-
-
 def rosinality_to_nvidia(g_ema_state: Mapping[str, torch.Tensor], latent_avg: Optional[torch.Tensor] = None,
                          what: str = "file", *, lr_multiplier: float = 0.01,
                          args: Optional[Mapping[str, Any]] = None) -> Tuple[dict, Dict[str, torch.Tensor]]:
@@ -193,24 +178,24 @@ def rosinality_to_nvidia(g_ema_state: Mapping[str, torch.Tensor], latent_avg: Op
     if bad:
         raise ModelFormatError(f"{what}: not floating-point tensors: {bad[:5]}")
 
-    n_mlp = _count(state, "style.{}.weight", start=1)
+    n_mlp = count_indexed(state, "style.{}.weight", start=1)
     if not 1 <= n_mlp <= MAX_MAPPING_LAYERS:
         raise ModelFormatError(f"{what}: {n_mlp} mapping layers (style.1.weight, ...); "
                                f"expected 1 to {MAX_MAPPING_LAYERS}")
-    hidden, z_dim = _shape(state, "style.1.weight", 2, what)
+    hidden, z_dim = shape_of(state, "style.1.weight", 2, what, noun='')
     z_dim = check_dim(what, "the latent (z) width", z_dim, "style.1.weight")
-    w_dim = check_dim(what, "the W width", _shape(state, f"style.{n_mlp}.weight", 2, what)[0],
+    w_dim = check_dim(what, "the W width", shape_of(state, f"style.{n_mlp}.weight", 2, what, noun='')[0],
                       f"style.{n_mlp}.weight")
     hidden = check_dim(what, "the mapping width", hidden, "style.1.weight")
 
-    n_up = _count(state, "to_rgbs.{}.conv.weight")
+    n_up = count_indexed(state, "to_rgbs.{}.conv.weight")
     resolution = check_resolution(what, 4 * 2 ** n_up, f"{n_up} upsampling ToRGB layers to_rgbs.*")
     log2_res = resolution.bit_length() - 1
-    channels = {4: check_dim(what, "the 4x4 channels", _shape(state, "input.input", 4, what)[1], "input.input")}
+    channels = {4: check_dim(what, "the 4x4 channels", shape_of(state, "input.input", 4, what, noun='')[1], "input.input")}
     for k in range(3, log2_res + 1):
         name = f"convs.{2 * (k - 3) + 1}.conv.weight"
-        channels[2 ** k] = check_dim(what, f"the {2 ** k}x{2 ** k} channels", _shape(state, name, 5, what)[1], name)
-    img_channels = check_dim(what, "the image channels", _shape(state, "to_rgb1.conv.weight", 5, what)[1],
+        channels[2 ** k] = check_dim(what, f"the {2 ** k}x{2 ** k} channels", shape_of(state, name, 5, what, noun='')[1], name)
+    img_channels = check_dim(what, "the image channels", shape_of(state, "to_rgb1.conv.weight", 5, what, noun='')[1],
                              "to_rgb1.conv.weight")
 
     args = dict(args or {})
@@ -251,9 +236,6 @@ def rosinality_to_nvidia(g_ema_state: Mapping[str, torch.Tensor], latent_avg: Op
 
 def load_rosinality(path):
     """Read either checkpoint form and build its ``g_ema`` as a :class:`~pulse_sr.networks.stylegan2.StyleGAN2Generator`."""
-    from . import LoadedWeights
-    from .nvidia_pickle import generator_from_state
-
     ck = read_rosinality_checkpoint(path)
     what = f"{path} (rosinality {ck['form']} checkpoint)"
     kwargs, state = rosinality_to_nvidia(ck["g_ema"], ck["latent_avg"], what, args=ck["args"])

@@ -1,9 +1,13 @@
-"""The project's own format: one ``.safetensors`` file with a JSON config.
+"""The project's own format: one ``.safetensors`` file with a JSON config, for every generator family.
 
-The config (``StyleGAN1Config`` plus extras such as the crop convention) sits in
-the safetensors metadata under ``pulse_sr_config``; the Gaussian fit, if known,
-is stored as the tensors ``prior.mean`` and ``prior.std``. Weights may be
-stored in float16 to keep bundled files small; they load as float32.
+The generator's config (``cfg.to_dict()``, with its ``family``) sits in the
+safetensors metadata under ``pulse_sr_config``, what else the model records
+(crop convention, licence, training data) under ``pulse_sr_extras``, and
+``pulse_sr_format`` says ``pulse-sr/<family>``. The Gaussian prior, if known, is
+stored as the tensors ``prior.mean`` and ``prior.std``. Weights may be stored in
+float16 to keep bundled files small; they load as float32. Files written before
+the other families existed (``pulse-sr/stylegan1``, no ``family`` key) read as
+StyleGAN v1, as they are.
 
 :func:`read_metadata` parses the header with the standard library alone, so
 that ``pulse models list`` never imports torch; it is the one header reader.
@@ -14,13 +18,14 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 from ..errors import ModelFormatError
-from . import LoadedWeights
+from .common import Format, LoadedWeights
 
 FORMAT_KEY = "pulse_sr_format"
-FORMAT_NAME = "pulse-sr/stylegan1"
+FORMAT_PREFIX = "pulse-sr/"
+FORMAT_NAME = "pulse-sr/stylegan1"  # what StyleGAN v1 files (the bundled model among them) say
 CONFIG_KEY = "pulse_sr_config"
 EXTRAS_KEY = "pulse_sr_extras"
 MAX_HEADER_BYTES = 100_000_000
@@ -71,47 +76,77 @@ def read_config(path) -> dict:
     return config
 
 
-def save_generator(G, path, gaussian_fit: Optional[dict] = None,
-                   extras: Optional[dict] = None, half: bool = False) -> Path:
-    """Write ``G`` (and optionally its Gaussian fit and extra metadata) to ``path``."""
+def config_resolution(config: dict) -> int:
+    """The output resolution a stored config records (``resolution`` or NVIDIA's ``img_resolution``)."""
+    return int(config.get("resolution") or config["img_resolution"])
+
+
+def read_pulse_header(path) -> Tuple[dict, dict]:
+    """(config, extras) of a pulse-sr file, from its header alone (no torch, no tensor read)."""
+    meta = read_metadata(path)
+    fmt = meta.get(FORMAT_KEY, "")
+    if not (isinstance(fmt, str) and fmt.startswith(FORMAT_PREFIX)):
+        raise ModelFormatError(f"{path}: safetensors file without pulse-sr metadata "
+                               f"(expected {FORMAT_KEY}=pulse-sr/<family>)")
+    try:
+        config = json.loads(meta[CONFIG_KEY])
+        extras = json.loads(meta.get(EXTRAS_KEY, "{}"))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelFormatError(f"{path}: bad pulse-sr config ({exc})") from exc
+    if not (isinstance(config, dict) and isinstance(extras, dict)):
+        raise ModelFormatError(f"{path}: bad pulse-sr config (not a JSON object)")
+    family = config.get("family", "stylegan1")
+    if fmt != FORMAT_PREFIX + str(family):
+        raise ModelFormatError(f"{path}: its format says {fmt!r} but its config is a {family!r} generator")
+    return config, extras
+
+
+def save_generator(G, path, gaussian_fit=None, extras: Optional[dict] = None, half: bool = False, *,
+                   prior=None) -> Path:
+    """Write ``G`` (any family) and optionally its Gaussian prior and extra metadata to ``path``, atomically.
+
+    ``prior`` (or, by its older name, ``gaussian_fit``) is a GaussianPrior or a ``{'mean', 'std'}`` dict.
+    """
+    import os
+    import secrets
+
     from safetensors.torch import save_file
 
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    if gaussian_fit is not None:
-        tensors["prior.mean"] = gaussian_fit["mean"].detach().float().cpu().contiguous()
-        tensors["prior.std"] = gaussian_fit["std"].detach().float().cpu().contiguous()
-    meta = {FORMAT_KEY: FORMAT_NAME, CONFIG_KEY: json.dumps(G.cfg.to_dict()),
+    fit = prior if prior is not None else gaussian_fit
+    if fit is not None:
+        tensors["prior.mean"] = fit["mean"].detach().float().cpu().contiguous()
+        tensors["prior.std"] = fit["std"].detach().float().cpu().contiguous()
+    meta = {FORMAT_KEY: FORMAT_PREFIX + G.family, CONFIG_KEY: json.dumps(G.cfg.to_dict()),
             EXTRAS_KEY: json.dumps(extras or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
 def load_saved_generator(path) -> LoadedWeights:
-    """Load a file written by :func:`save_generator`, with its Gaussian fit and extras if stored."""
+    """Load a file written by :func:`save_generator`, with its Gaussian prior and extras if stored."""
     from safetensors.torch import load_file
 
-    from ..networks.stylegan1 import StyleGAN1Config
-    from .infer import build_generator
-    from .keys import load_state_strict
+    from ..networks import config_from_dict
+    from .common import build_checked, load_state_strict
 
     header = read_header(path)
-    meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict) or meta.get(FORMAT_KEY) != FORMAT_NAME:
-        raise ModelFormatError(f"{path}: safetensors file without pulse-sr metadata "
-                               f"(expected {FORMAT_KEY}={FORMAT_NAME!r})")
+    config, extras = read_pulse_header(path)
     try:
-        cfg = StyleGAN1Config.from_dict(json.loads(meta[CONFIG_KEY]))
-        extras = json.loads(meta.get(EXTRAS_KEY, "{}"))
+        cfg = config_from_dict(config)
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFormatError(f"{path}: bad pulse-sr config ({exc})") from exc
     # Everything is checked against the header before a byte of tensor data is read.
-    G = build_generator(cfg, str(path))
+    G = build_checked(cfg, str(path))
     _check_header_shapes(header, G, str(path))
     try:
         tensors = load_file(str(path))
@@ -122,11 +157,11 @@ def load_saved_generator(path) -> LoadedWeights:
         fit = {"mean": tensors.pop("prior.mean").float(), "std": tensors.pop("prior.std").float()}
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     load_state_strict(G, tensors, str(path))
-    return LoadedWeights(G.eval().requires_grad_(False), format="pulse-sr", gaussian_fit=fit, metadata=extras)
+    return LoadedWeights(G.eval().requires_grad_(False), format=Format.PULSE_SR, gaussian_fit=fit, metadata=extras)
 
 
 def _check_header_shapes(header: dict, G, what: str) -> None:
-    from .keys import check_keys
+    from .common import check_keys
 
     want = {k: tuple(v.shape) for k, v in G.state_dict().items()}
     fit = {"prior.mean": (G.w_dim,), "prior.std": (G.w_dim,)}

@@ -11,21 +11,22 @@ from pathlib import Path
 from typing import Iterator, Tuple
 
 from ..errors import ModelFormatError
+from .common import Format
 from .safetensors_file import read_header
 
-# Format names returned by detect_format.
-TF_PICKLE = "tf-pickle"
-NVIDIA_PICKLE = "nvidia-pickle"
-ROSINALITY = "rosinality"
-PULSE_STATE_DICT = "pulse-state-dict"
-PULSE_SR = "pulse-sr"
+# The formats detect_format returns (the one vocabulary is pulse_sr.formats.Format).
+TF_PICKLE = Format.TF_PICKLE
+NVIDIA_PICKLE = Format.NVIDIA_PICKLE
+ROSINALITY = Format.ROSINALITY
+PULSE_STATE_DICT = Format.PULSE_STATE_DICT
+PULSE_SR = Format.PULSE_SR
 
 # First bytes of a legacy (pre-zip) torch.save file: a protocol-2 pickle of the
 # integer 0x1950a86a20f9469cfc6c that torch writes as its magic number.
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 
 
-def detect_format(path) -> str:
+def detect_format(path) -> Format:
     """The file's format, by sniffing its bytes; nothing is unpickled.
 
     * 'rosinality': a ``torch.save`` file whose top-level dict has ``g_ema``

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import ModelFormatError
 from ..networks.fir import setup_filter as filter_buffer  # NVIDIA's stored form of a FIR filter
-from .keys import check_keys
+from .common import check_keys
 
 __all__ = ["MAX_DIM", "MAX_MAPPING_LAYERS", "DEFAULT_FILTER", "ARCHITECTURES", "check_dim", "check_resolution",
            "fit_channel_base", "generator_kwargs", "block_channels", "expected_shapes", "filter_buffer",

@@ -25,21 +25,19 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Tuple
+from typing import Callable, Dict, Tuple
 
-import numpy as np
 import torch
 
 from ..errors import ModelFormatError
-from .infer import count_indexed
-from .keys import check_keys
+from .common import Format, check_keys, count_indexed, shape_of
 from .stylegan2_layout import (ARCHITECTURES, DEFAULT_FILTER, MAX_MAPPING_LAYERS, check_dim, check_resolution,
                                finish_state, generator_kwargs)
-from .tf_pickle import _as_float_tensor, _check_kwargs, _collect_tf_variables, _TFNetworkStub, _unpickle_restricted
+from .tf_network import TFNetworkStub, as_float_tensor, check_static_kwargs, collect_tf_variables, read_networks
 
 __all__ = ["is_tf_stylegan2", "read_tf_stylegan2_pickle", "tf_sg2_to_nvidia"]
 
-FORMAT = "tf-stylegan2"
+FORMAT = Format.TF_STYLEGAN2
 
 # Keywords of G_main / G_mapping / G_synthesis_stylegan2 (and of stylegan2-ada's
 # TF port) that only matter while training or for TF itself: precision, graph
@@ -64,13 +62,10 @@ _USED_KWARGS = frozenset({"architecture", "resample_kernel", "mapping_lrmul", "c
                           "fmap_base", "fmap_max", "fmap_min", "fmap_decay"})
 
 
-def read_tf_stylegan2_pickle(path) -> _TFNetworkStub:
+def read_tf_stylegan2_pickle(path) -> TFNetworkStub:
     """Gs, the third network of an official StyleGAN2 TF pickle (a (G, D, Gs) tuple), without running code."""
     path = Path(path)
-    obj = _unpickle_restricted(path)
-    if not (isinstance(obj, tuple) and len(obj) == 3 and all(isinstance(n, _TFNetworkStub) for n in obj)):
-        raise ModelFormatError(f"{path}: expected a pickled (G, D, Gs) tuple of Networks, got {type(obj).__name__}")
-    Gs = obj[2]
+    Gs = read_networks(path)[2]
     if not is_tf_stylegan2(Gs):
         raise ModelFormatError(f"{path}: Gs is built by {Gs.build_func_name!r}, not StyleGAN2's 'G_main'")
     return Gs
@@ -78,15 +73,15 @@ def read_tf_stylegan2_pickle(path) -> _TFNetworkStub:
 
 def is_tf_stylegan2(gs_stub) -> bool:
     """Whether a TF Network stub is a StyleGAN2 generator (``G_main``) rather than a StyleGAN v1 one (``G_style``)."""
-    if not isinstance(gs_stub, _TFNetworkStub):
+    if not isinstance(gs_stub, TFNetworkStub):
         return False
     try:
         if gs_stub.build_func_name == "G_main":
             return True
         synthesis = gs_stub.components.get("synthesis")
-        if isinstance(synthesis, _TFNetworkStub) and synthesis.build_func_name == "G_synthesis_stylegan2":
+        if isinstance(synthesis, TFNetworkStub) and synthesis.build_func_name == "G_synthesis_stylegan2":
             return True
-        nets = [gs_stub] + [c for c in gs_stub.components.values() if isinstance(c, _TFNetworkStub)]
+        nets = [gs_stub] + [c for c in gs_stub.components.values() if isinstance(c, TFNetworkStub)]
         return any(isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)
                    and item[0].endswith("/mod_weight") for net in nets for item in net.variables)
     except ModelFormatError:
@@ -162,23 +157,14 @@ def _name_table(n_mapping: int, log2_res: int, architecture: str) -> Dict[str, T
     return table
 
 
-def _shape(variables: Mapping[str, object], name: str, ndim: int, what: str) -> Tuple[int, ...]:
-    if name not in variables:
-        raise ModelFormatError(f"{what}: missing variable {name} (needed to infer the architecture)")
-    shape = tuple(np.shape(variables[name]))
-    if len(shape) != ndim:
-        raise ModelFormatError(f"{what}: variable {name} has shape {shape}, expected {ndim} dimensions")
-    return shape
-
-
-def _merged_kwargs(Gs: _TFNetworkStub, what: str) -> Tuple[dict, dict]:
+def _merged_kwargs(Gs: TFNetworkStub, what: str) -> Tuple[dict, dict]:
     """(mapping, synthesis) keywords: G_main's, overridden by each component's own."""
     comps = Gs.components
     for role, func in (("mapping", "G_mapping"), ("synthesis", "G_synthesis_stylegan2")):
         comp = comps.get(role)
         if comp is None:
             continue
-        if not isinstance(comp, _TFNetworkStub):
+        if not isinstance(comp, TFNetworkStub):
             raise ModelFormatError(f"{what}: Gs component {role!r} is a {type(comp).__name__}, not a Network")
         if comp.build_func_name != func:
             raise ModelFormatError(f"{what}: Gs component {role!r} is built by {comp.build_func_name!r}, "
@@ -190,7 +176,7 @@ def _merged_kwargs(Gs: _TFNetworkStub, what: str) -> Tuple[dict, dict]:
         if unknown:
             raise ModelFormatError(f"{what}: unknown static_kwargs {unknown} in {label}; they may change "
                                    f"the network, so it is not converted")
-        _check_kwargs(f"{what} ({label} static_kwargs)", kw, _REQUIRED)
+        check_static_kwargs(f"{what} ({label} static_kwargs)", kw, _REQUIRED)
     map_kw = {**own["Gs"], **own.get("mapping", {})}
     syn_kw = {**own["Gs"], **own.get("synthesis", {})}
     return map_kw, syn_kw
@@ -207,14 +193,14 @@ def _number(kw: dict, key: str, default, what: str, low: float, high: float) -> 
     return value
 
 
-def tf_sg2_to_nvidia(gs_stub: _TFNetworkStub, what: str = "file") -> Tuple[dict, Dict[str, torch.Tensor]]:
+def tf_sg2_to_nvidia(gs_stub: TFNetworkStub, what: str = "file") -> Tuple[dict, Dict[str, torch.Tensor]]:
     """Convert the Gs of an official StyleGAN2 TF pickle to NVIDIA's ``Generator`` keywords and state dict.
 
     Architectures 'skip' (configs E/F, every released generator), 'orig' and
     'resnet' are taken. Sizes come from the variable shapes; the static
     keywords must agree with them.
     """
-    if not isinstance(gs_stub, _TFNetworkStub):
+    if not isinstance(gs_stub, TFNetworkStub):
         raise ModelFormatError(f"{what}: Gs is a {type(gs_stub).__name__}, not a TF Network")
     version = gs_stub.state.get("version")
     if not (isinstance(version, int) and version >= 4):
@@ -222,7 +208,7 @@ def tf_sg2_to_nvidia(gs_stub: _TFNetworkStub, what: str = "file") -> Tuple[dict,
     if gs_stub.build_func_name != "G_main":
         raise ModelFormatError(f"{what}: Gs is built by {gs_stub.build_func_name!r}, expected StyleGAN2's 'G_main'")
     map_kw, syn_kw = _merged_kwargs(gs_stub, what)
-    variables = _collect_tf_variables(gs_stub, what)
+    variables = collect_tf_variables(gs_stub, what)
 
     architecture = syn_kw.get("architecture", "skip")
     if architecture not in ARCHITECTURES:
@@ -233,11 +219,11 @@ def tf_sg2_to_nvidia(gs_stub: _TFNetworkStub, what: str = "file") -> Tuple[dict,
     if not 1 <= n_mapping <= MAX_MAPPING_LAYERS:
         raise ModelFormatError(f"{what}: {n_mapping} mapping layers (G_mapping/Dense0/weight, ...); "
                                f"expected 1 to {MAX_MAPPING_LAYERS}")
-    z_dim, hidden = _shape(variables, "G_mapping/Dense0/weight", 2, what)
+    z_dim, hidden = shape_of(variables, "G_mapping/Dense0/weight", 2, what)
     z_dim = check_dim(what, "the latent (z) width", z_dim, "Dense0/weight")
     hidden = check_dim(what, "the mapping width", hidden, "Dense0/weight")
     last = f"G_mapping/Dense{n_mapping - 1}/weight"
-    w_dim = check_dim(what, "the W width", _shape(variables, last, 2, what)[1], last)
+    w_dim = check_dim(what, "the W width", shape_of(variables, last, 2, what)[1], last)
 
     blocks = [int(m.group(1)) for name in variables for m in [re.match(r"G_synthesis/(\d+)x\1/", name)] if m]
     if not blocks:
@@ -245,13 +231,13 @@ def tf_sg2_to_nvidia(gs_stub: _TFNetworkStub, what: str = "file") -> Tuple[dict,
     resolution = check_resolution(what, max(blocks), "the largest synthesis block")
     log2_res = resolution.bit_length() - 1
     const = "G_synthesis/4x4/Const/const"
-    channels = {4: check_dim(what, "the 4x4 channels", _shape(variables, const, 4, what)[1], const)}
+    channels = {4: check_dim(what, "the 4x4 channels", shape_of(variables, const, 4, what)[1], const)}
     for k in range(3, log2_res + 1):
         name = f"G_synthesis/{2 ** k}x{2 ** k}/Conv1/weight"
-        channels[2 ** k] = check_dim(what, f"the {2 ** k}x{2 ** k} channels", _shape(variables, name, 4, what)[3],
+        channels[2 ** k] = check_dim(what, f"the {2 ** k}x{2 ** k} channels", shape_of(variables, name, 4, what)[3],
                                      name)
     rgb = f"G_synthesis/{resolution}x{resolution}/ToRGB/weight"
-    img_channels = check_dim(what, "the image channels", _shape(variables, rgb, 4, what)[3], rgb)
+    img_channels = check_dim(what, "the image channels", shape_of(variables, rgb, 4, what)[3], rgb)
 
     num_ws = 2 * log2_res - 2
     shapes_say = {"latent_size": z_dim, "dlatent_size": w_dim, "resolution": resolution,
@@ -291,7 +277,7 @@ def tf_sg2_to_nvidia(gs_stub: _TFNetworkStub, what: str = "file") -> Tuple[dict,
     state: Dict[str, torch.Tensor] = {}
     sources: Dict[str, str] = {}
     for tf_name, (key, convert) in table.items():
-        state[key] = convert(_as_float_tensor(variables[tf_name], tf_name, what))
+        state[key] = convert(as_float_tensor(variables[tf_name], tf_name, what))
         sources[key] = tf_name
     state = finish_state(what, state, kwargs, against=f"a {resolution}px StyleGAN2 generator", sources=sources)
     return kwargs, state

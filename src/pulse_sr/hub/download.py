@@ -378,7 +378,7 @@ def download_model(name: str, force: bool = False, progress: Optional[Progress] 
     whole model, all files and mirrors together, in seconds (None: no limit).
     """
     entry = _registry.get_entry(name, registry)
-    if entry.kind == "bundled":
+    if entry.bundled:
         paths = [_registry.local_path(entry, f.filename) for f in entry.files]
         missing = [p for p in paths if not p.is_file()]
         if missing:

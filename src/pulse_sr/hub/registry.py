@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from ..errors import ModelNotDownloadedError, PulseError, UnknownModelError
-from ..formats.safetensors_file import read_config
+from ..formats.common import Format
+from ..formats.safetensors_file import config_resolution, read_config
 from ..runtime import cache_dir
 
 __all__ = [
@@ -26,7 +27,10 @@ __all__ = [
     "model_status", "entry_resolution", "resolve_model", "ResolvedModel",
 ]
 
-MODEL_KINDS = ("bundled", "tf-pickle", "nvidia-pickle", "pulse-synthesis", "pulse-mapping", "gaussian-fit")
+# What an entry's main file is: the one vocabulary of formats (pulse_sr.formats.Format).
+MODEL_KINDS = tuple(f.value for f in Format)
+# Older names of kinds, as entries were written before there was one vocabulary.
+_KIND_ALIASES = {"pulse-synthesis": Format.PULSE_STATE_DICT, "pulse-mapping": Format.PULSE_STATE_DICT}
 
 NVIDIA_LICENCE = "CC BY-NC 4.0"
 NVIDIA_NC_LICENCE = "NVIDIA Source Code License-NC"
@@ -47,7 +51,7 @@ class ModelFile(NamedTuple):
 class ModelEntry:
     name: str                                   # Registry key, used on the command line.
     description: str                            # One line for `pulse models list --help` and docs.
-    kind: str                                   # One of MODEL_KINDS; tells the loader which format to expect.
+    kind: Format                                # The main file's format; the loader refuses a file of another.
     files: List[ModelFile]                      # What `pulse models download NAME` fetches.
     resolution: Optional[int] = None            # Output resolution; None = read it from the file.
     licence: str = ""                           # Short licence string shown in the table.
@@ -55,10 +59,15 @@ class ModelEntry:
     mirrors: Dict[str, Tuple[str, ...]] = field(default_factory=dict)  # filename -> fallback URLs.
     alignment: Optional[str] = None             # 'ffhq' when inputs are framed by FFHQ's recipe, else None.
     domain: str = "faces"                       # What it draws; face detection applies to 'faces' only.
+    bundled: bool = False                       # Shipped inside the package (not downloaded).
 
     def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ValueError(f"model {self.name!r}: kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+        if self.kind == "bundled":  # the kind entries once gave the bundled model: a pulse-sr file, shipped
+            self.kind, self.bundled = Format.PULSE_SR, True
+        try:
+            self.kind = _KIND_ALIASES.get(self.kind) or Format(self.kind)
+        except ValueError:
+            raise ValueError(f"model {self.name!r}: kind must be one of {MODEL_KINDS}, got {self.kind!r}") from None
         self.files = [f if isinstance(f, ModelFile) else ModelFile(*f) for f in self.files]
         if not self.files:
             raise ValueError(f"model {self.name!r} has no files")
@@ -91,7 +100,8 @@ _BUILTIN = [
     ModelEntry(
         name="default",
         description="Small StyleGAN1 face generator trained by pulse-sr, shipped with the package.",
-        kind="bundled",
+        kind=Format.PULSE_SR,
+        bundled=True,
         # sha256 and size of the file shipped in the wheel; `pulse models verify default` re-checks them.
         files=[ModelFile("default.safetensors", None,
                          "b6d215d4ff7573414b28243df1f2bf3c3ebd761f24fe5c6385c31d2e42897a8e", 9118892)],
@@ -103,7 +113,7 @@ _BUILTIN = [
     ModelEntry(
         name="stylegan-ffhq-1024",
         description="NVIDIA's official StyleGAN (v1) FFHQ 1024x1024 generator, TensorFlow pickle.",
-        kind="tf-pickle",
+        kind=Format.TF_PICKLE,
         files=[ModelFile("karras2019stylegan-ffhq-1024x1024.pkl",
                          _NGC_STYLEGAN1 + "karras2019stylegan-ffhq-1024x1024.pkl", None, None)],
         resolution=1024,
@@ -119,7 +129,7 @@ _BUILTIN = [
     ModelEntry(
         name="stylegan-celebahq-1024",
         description="NVIDIA's official StyleGAN (v1) CelebA-HQ 1024x1024 generator, TensorFlow pickle.",
-        kind="tf-pickle",
+        kind=Format.TF_PICKLE,
         files=[ModelFile("karras2019stylegan-celebahq-1024x1024.pkl",
                          _NGC_STYLEGAN1 + "karras2019stylegan-celebahq-1024x1024.pkl", None, None)],
         resolution=1024,
@@ -132,7 +142,7 @@ _BUILTIN = [
     ModelEntry(
         name="pulse-ffhq-1024",
         description="The PULSE authors' PyTorch conversion of StyleGAN FFHQ 1024 (synthesis + mapping).",
-        kind="pulse-synthesis",
+        kind=Format.PULSE_STATE_DICT,
         files=[ModelFile("synthesis.pt", _drive("1TCViX1YpQyRsklTVYEJwdbmK91vklCo8"), None, None),
                ModelFile("mapping.pt", _drive("14R6iHGf5iuVx3DMNsACAl7eBr7Vdpd0k"), None, None),
                _PULSE_FIT],
@@ -148,7 +158,7 @@ _BUILTIN = [
     ModelEntry(
         name="pulse-ffhq-1024-gaussian-fit",
         description="PULSE's Gaussian fit of leaky-ReLU(5)-inverted mapping outputs for FFHQ 1024.",
-        kind="gaussian-fit",
+        kind=Format.GAUSSIAN_FIT,
         files=[_PULSE_FIT],
         resolution=1024,
         licence=NVIDIA_LICENCE,
@@ -182,7 +192,7 @@ def _nvidia(family: str, data: str, res: int, config: str = "") -> ModelEntry:
     return ModelEntry(
         name=f"{stem}-{res}",
         description=f"NVIDIA's {arch} {_NVIDIA_DATA[data].split(' (')[0]} {res}x{res} generator (torch pickle).",
-        kind="nvidia-pickle",
+        kind=Format.NVIDIA_PICKLE,
         files=[ModelFile(filename, _NGC.format(family, filename), None, None)],
         resolution=res,
         licence=NVIDIA_NC_LICENCE,
@@ -208,7 +218,7 @@ _TF_STYLEGAN2 = [
     ModelEntry(
         name="stylegan2-tf-ffhq-1024",
         description="NVIDIA's original StyleGAN2 config-f FFHQ 1024x1024 generator, TensorFlow pickle.",
-        kind="tf-pickle",
+        kind=Format.TF_PICKLE,
         files=[ModelFile("stylegan2-ffhq-config-f.pkl",
                          "https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-ffhq-config-f.pkl",
                          None, None)],
@@ -250,14 +260,14 @@ def get_entry(name: str, registry: Optional[Dict[str, ModelEntry]] = None) -> Mo
 
 def model_dir(entry: ModelEntry) -> Path:
     """Folder holding ``entry``'s files: the package's ``models/`` for bundled ones."""
-    if entry.kind == "bundled":
+    if entry.bundled:
         return local_path(entry, entry.files[0].filename).parent
     return cache_dir() / entry.name
 
 
 def local_path(entry: ModelEntry, filename: str) -> Path:
     """Where ``filename`` of ``entry`` is (or will be, once downloaded)."""
-    if entry.kind == "bundled":
+    if entry.bundled:
         # Package data, not a subpackage: resolve through the pulse_sr package.
         return Path(str(resources.files("pulse_sr") / "models" / filename))
     return cache_dir() / entry.name / filename
@@ -274,7 +284,7 @@ def _usable(entry: ModelEntry, f: ModelFile, path: Path) -> bool:
     # than the recorded one means a rebuilt model, not a cut-off download, so it
     # is still loaded (the loader rejects a broken file) and `pulse models
     # verify` reports the difference.
-    return _present(path, None if entry.kind == "bundled" else f.size)
+    return _present(path, None if entry.bundled else f.size)
 
 
 def model_status(entry: ModelEntry) -> str:
@@ -284,7 +294,7 @@ def model_status(entry: ModelEntry) -> str:
     """
     paths = [(local_path(entry, f.filename), f.size) for f in entry.files]
     present = [_present(p, size) for p, size in paths]
-    if entry.kind == "bundled":
+    if entry.bundled:
         if not all(p.is_file() for p, _ in paths):
             return "bundled (missing)"
         return "bundled" if all(present) else "bundled (modified)"
@@ -303,7 +313,7 @@ def entry_resolution(entry: ModelEntry) -> Optional[int]:
     if path.suffix != ".safetensors" or not path.is_file():
         return None
     try:
-        return int(read_config(path)["resolution"])
+        return config_resolution(read_config(path))
     except (PulseError, KeyError, TypeError, ValueError):
         return None
 
@@ -347,7 +357,7 @@ def resolve_model(name_or_path, registry: Optional[Dict[str, ModelEntry]] = None
         missing = [f.filename for f in entry.files if not _usable(entry, f, files[f.filename])]
         if missing:
             where = local_path(entry, missing[0])
-            if entry.kind == "bundled":
+            if entry.bundled:
                 raise ModelNotDownloadedError(f"the bundled model {entry.name!r} is missing ({where}); "
                                               f"reinstall pulse-sr or pass a model file path")
             raise ModelNotDownloadedError(f"model {entry.name!r} is not downloaded ({where} missing or "

@@ -1,9 +1,7 @@
 """What every generator PULSE searches shares: shape checks, noise-list checks and truncation.
 
-The contract itself (``num_ws``, ``w_dim``, ``z_dim``, ``resolution``,
-``noise_resolutions``, ``w_avg``, ``mapping(z)``, ``make_noise``,
-``synthesize(ws, noise)``) is documented in the README's architecture section;
-these helpers keep StyleGAN v1, 2 and 3 checking it the same way.
+The contract itself is :class:`pulse_sr.networks.base.Generator`, documented in
+its module; these helpers keep StyleGAN v1, 2 and 3 checking it the same way.
 """
 
 from __future__ import annotations
@@ -36,27 +34,3 @@ def truncated_ws(G, z: torch.Tensor, psi: float = 1.0, cutoff: Optional[int] = N
         n = G.num_ws if cutoff is None else cutoff
         ws[:, :n] = torch.lerp(G.w_avg.to(ws.dtype), ws[:, :n], psi)
     return ws
-
-
-class SingleImplementation:
-    """For generators with one implementation (StyleGAN2, StyleGAN3) and a ``mapping_network``:
-    ``impl`` / ``set_impl`` accept what StyleGAN1Generator does (so callers need not ask which
-    generator they hold), plus ``w_avg`` and ``mapping(z)``."""
-
-    @property
-    def impl(self) -> str:
-        return "ref"
-
-    def set_impl(self, impl: str):
-        from ..ops.epilogue import IMPLS
-        if impl not in IMPLS:
-            raise ValueError(f"unknown impl {impl!r}; choose from {', '.join(IMPLS)}")
-        return self
-
-    @property
-    def w_avg(self) -> torch.Tensor:
-        return self.mapping_network.w_avg
-
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, z_dim) -> (B, w_dim), not broadcast to W+."""
-        return self.mapping_network(z)

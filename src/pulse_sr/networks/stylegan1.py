@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.epilogue import IMPLS, default_impl, epilogue
-from .contract import assert_shape, check_noise, truncated_ws
+from .base import Features, Generator, GeneratorConfig
+from .contract import assert_shape
 
 
 def _check_impl(impl: str) -> str:
@@ -43,8 +44,10 @@ def _check_impl(impl: str) -> str:
 
 
 @dataclasses.dataclass
-class StyleGAN1Config:
+class StyleGAN1Config(GeneratorConfig):
     """Constructor arguments of :class:`StyleGAN1Generator`, saved with the weights."""
+
+    family = "stylegan1"
 
     resolution: int = 1024            # Output resolution, a power of two in [8, 1024].
     latent_dim: int = 512             # Z dimensionality.
@@ -75,19 +78,12 @@ class StyleGAN1Config:
     def num_ws(self) -> int:
         return 2 * self.resolution_log2 - 2
 
+    @property
+    def z_dim(self) -> int:
+        return self.latent_dim
+
     def nf(self, stage: int) -> int:
         return min(int(self.fmap_base / (2.0 ** (stage * self.fmap_decay))), self.fmap_max)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "StyleGAN1Config":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown StyleGAN1Config keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 # ---------------------------------------------------------------------------
@@ -281,30 +277,38 @@ class SynthesisNetwork(nn.Module):
         return [layer.resolution for layer in self.layers]
 
     def forward(self, ws: torch.Tensor, noise: Sequence[Optional[torch.Tensor]],
-                num_layers: Optional[int] = None) -> torch.Tensor:
-        """Run the layers; with ``num_layers`` stop early and return features."""
+                num_layers: Optional[int] = None, start: int = 0,
+                x: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Run layers ``start`` .. ``num_layers - 1`` (all by default) on ``x`` (the learned constant when
+        ``start`` is 0); the image after the last layer, else the features."""
         n = len(self.layers)
         assert_shape(ws, [None, n, self.cfg.w_dim], "ws")
         if len(noise) != n:
             raise ValueError(f"noise: expected {n} maps, got {len(noise)}")
-        x = self.layers[0].const.expand(ws.shape[0], -1, -1, -1)
+        if start == 0:
+            x = self.layers[0].const.expand(ws.shape[0], -1, -1, -1)
         if self.channels_last and x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         stop = n if num_layers is None else num_layers
-        for i in range(stop):
+        for i in range(start, stop):
             x = self.layers[i](x, ws[:, i], noise[i])
         if stop < n:
             return x
         return self.torgb(x)
 
 
-class StyleGAN1Generator(nn.Module):
+class StyleGAN1Generator(Generator):
     """The full generator: ``mapping`` (Z -> W) and ``synthesize`` (W+, noise -> image).
 
     Built from a :class:`StyleGAN1Config` or its fields as keywords. ``impl``
     (default: :func:`pulse_sr.ops.epilogue.default_impl`) and ``channels_last``
     choose how, not what, it computes; :meth:`set_impl` changes the former later.
+    Its stages (:class:`~pulse_sr.networks.base.Generator`) are its synthesis layers.
     """
+
+    family = "stylegan1"
+    config_class = StyleGAN1Config
+    default_truncation_cutoff = 8
 
     def __init__(self, cfg: Optional[StyleGAN1Config] = None, *, impl: Optional[str] = None,
                  channels_last: bool = True, **kwargs):
@@ -337,61 +341,22 @@ class StyleGAN1Generator(nn.Module):
         return self
 
     @property
-    def num_ws(self) -> int:
-        return self.cfg.num_ws
-
-    @property
-    def w_dim(self) -> int:
-        return self.cfg.w_dim
-
-    @property
-    def z_dim(self) -> int:
-        return self.cfg.latent_dim
-
-    @property
-    def resolution(self) -> int:
-        return self.cfg.resolution
-
-    @property
     def noise_resolutions(self) -> List[int]:
         return self.synthesis.noise_shapes
 
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent_dim) -> (B, w_dim)."""
-        return self.mapping_network(z)
+    def _stored_noise(self, i: int) -> torch.Tensor:
+        return getattr(self.synthesis, f"noise_const{i}")
 
-    def make_noise(self, batch: int, mode: str = "random", generator: Optional[torch.Generator] = None,
-                   device=None) -> List[Optional[torch.Tensor]]:
-        """Per-layer noise maps: 'random', 'const' (the stored maps) or 'zero'."""
-        device = device or self.w_avg.device
-        out = []
-        for i, r in enumerate(self.noise_resolutions):
-            if mode == "random":
-                out.append(torch.randn(batch, 1, r, r, generator=generator, device=device))
-            elif mode == "const":
-                out.append(getattr(self.synthesis, f"noise_const{i}").to(device).expand(batch, -1, -1, -1))
-            elif mode == "zero":
-                out.append(torch.zeros(batch, 1, r, r, device=device))
-            else:
-                raise ValueError(f"unknown noise mode {mode!r}; use random, const or zero")
-        return out
+    @property
+    def num_stages(self) -> int:
+        return len(self.synthesis.layers)
 
-    def synthesize(self, ws: torch.Tensor, noise: Optional[Sequence[Optional[torch.Tensor]]] = None) -> torch.Tensor:
-        """(B, num_ws, w_dim) plus a list of (B, 1, r, r) noise maps -> (B, 3, R, R) in about [-1, 1].
+    def stage_resolution(self, stage: int) -> int:
+        return self.synthesis.layers[self._stage(stage) - 1].resolution
 
-        ``noise=None`` draws fresh random noise; a ``None`` entry disables that layer's noise.
-        """
-        if noise is None:
-            noise = self.make_noise(ws.shape[0], "random", device=ws.device)
-        check_noise(noise, self.noise_resolutions, ws.shape[0])
-        return self.synthesis(ws, noise)
-
-    @torch.no_grad()
-    def sample(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int = 8,
-               noise_mode: str = "random") -> torch.Tensor:
-        """Convenience: Z -> image, with the official truncation trick."""
-        ws = truncated_ws(self, z, truncation_psi, truncation_cutoff)
-        return self.synthesize(ws, self.make_noise(z.shape[0], noise_mode, device=z.device))
+    def _run(self, ws: torch.Tensor, noise: list, start: int, stop: int, features: Features):
+        out = self.synthesis(ws, noise, num_layers=stop, start=start, x=features[0] if features else None)
+        return out if stop == self.num_stages else (out,)
 
     def extra_repr(self) -> str:
         c = self.cfg

@@ -34,7 +34,7 @@ from torch import nn
 
 from . import frozen_conv
 from .fir import setup_filter, upfirdn, upsample2d
-from .contract import SingleImplementation, check_noise, truncated_ws
+from .base import Features, Generator, GeneratorConfig
 from .layers import (LRELU_GAIN, LRELU_SLOPE, FullyConnected, MappingNetwork, assert_shape, clamp_abs,
                      scale_channels)
 
@@ -50,8 +50,10 @@ IGNORED_KWARGS = frozenset({"num_fp16_res", "fp16_channels_last", "fused_modconv
 
 
 @dataclasses.dataclass
-class StyleGAN2Config:
+class StyleGAN2Config(GeneratorConfig):
     """Constructor arguments of :class:`StyleGAN2Generator`; see :meth:`from_init_kwargs` for NVIDIA's."""
+
+    family = "stylegan2"
 
     z_dim: int = 512                     # Input latent (Z) dimensionality.
     w_dim: int = 512                     # Intermediate latent (W) dimensionality.
@@ -98,6 +100,10 @@ class StyleGAN2Config:
     def num_ws(self) -> int:
         return 2 * len(self.block_resolutions)  # convs (1 + 2 per block) plus the last ToRGB
 
+    @property
+    def resolution(self) -> int:
+        return self.img_resolution
+
     def nf(self, res: int) -> int:
         if self.channels is not None:
             if res not in self.channels:
@@ -132,11 +138,6 @@ class StyleGAN2Config:
             if res == self.img_resolution or self.architecture == "skip":
                 n += torgb(cout)
         return n
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["resample_filter"] = list(self.resample_filter)
-        return d
 
     @classmethod
     def from_init_kwargs(cls, kwargs: dict, what: str = "generator") -> "StyleGAN2Config":
@@ -381,24 +382,34 @@ class SynthesisNetwork(nn.Module):
     def blocks(self) -> List[SynthesisBlock]:
         return [getattr(self, f"b{res}") for res in self.block_resolutions]
 
-    def forward(self, ws: torch.Tensor, noise: Sequence[Optional[torch.Tensor]]) -> torch.Tensor:
-        x = img = None
+    def forward(self, ws: torch.Tensor, noise: Sequence[Optional[torch.Tensor]], start: int = 0,
+                stop: Optional[int] = None, features: Features = ()):
+        """Blocks ``start`` .. ``stop - 1`` (all by default) on ``features`` = (x, image so far); the image
+        after the last block, else the (x, image so far) it leaves."""
+        blocks = self.blocks()
+        stop = len(blocks) if stop is None else stop
+        x, img = (tuple(features) + (None, None))[:2] if start else (None, None)
         w_idx = n_idx = 0
-        for block in self.blocks():
-            # A block's ToRGB shares its W with the next block's first conv (NVIDIA's indexing).
-            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1],
-                           noise[n_idx:n_idx + block.num_conv])
+        for k, block in enumerate(blocks[:stop]):
+            if k >= start:
+                # A block's ToRGB shares its W with the next block's first conv (NVIDIA's indexing).
+                x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1],
+                               noise[n_idx:n_idx + block.num_conv])
             w_idx += block.num_conv
             n_idx += block.num_conv
-        return img
+        return img if stop == len(blocks) else (x, img)
 
 
-class StyleGAN2Generator(SingleImplementation, nn.Module):
+class StyleGAN2Generator(Generator):
     """``mapping`` (Z -> W) and ``synthesize`` (W+, noise -> image) for a StyleGAN2 / StyleGAN2-ADA network.
 
-    Activations stay NCHW: unlike StyleGAN v1 here, channels-last made a
-    256-px step 3-4x slower on a CPU (the transposed and depthwise convs).
+    Its stages (:class:`~pulse_sr.networks.base.Generator`) are its resolution blocks, and their
+    features are (x, the skip image so far). Activations stay NCHW: unlike StyleGAN v1 here,
+    channels-last made a 256-px step 3-4x slower on a CPU (the transposed and depthwise convs).
     """
+
+    family = "stylegan2"
+    config_class = StyleGAN2Config
 
     def __init__(self, cfg: Optional[StyleGAN2Config] = None, **kwargs):
         super().__init__()
@@ -415,22 +426,9 @@ class StyleGAN2Generator(SingleImplementation, nn.Module):
     def from_init_kwargs(cls, kwargs: dict, what: str = "generator") -> "StyleGAN2Generator":
         return cls(StyleGAN2Config.from_init_kwargs(kwargs, what))
 
-    # The generator contract PULSE's search uses (same as StyleGAN1Generator).
     @property
-    def num_ws(self) -> int:
-        return self.cfg.num_ws
-
-    @property
-    def w_dim(self) -> int:
-        return self.cfg.w_dim
-
-    @property
-    def z_dim(self) -> int:
-        return self.cfg.z_dim
-
-    @property
-    def resolution(self) -> int:
-        return self.cfg.img_resolution
+    def w_avg(self) -> torch.Tensor:
+        return self.mapping_network.w_avg
 
     def noise_layers(self) -> List[SynthesisLayer]:
         return [layer for block in self.synthesis.blocks() for layer in block.layers]
@@ -439,41 +437,18 @@ class StyleGAN2Generator(SingleImplementation, nn.Module):
     def noise_resolutions(self) -> List[int]:
         return [layer.resolution for layer in self.noise_layers()]
 
-    def make_noise(self, batch: int, mode: str = "random", generator: Optional[torch.Generator] = None,
-                   device=None) -> List[Optional[torch.Tensor]]:
-        """Per-layer noise maps: 'random', 'const' (the stored maps) or 'zero'."""
-        device = device or self.w_avg.device
-        out = []
-        for layer in self.noise_layers():
-            r = layer.resolution
-            if mode == "random":
-                out.append(torch.randn(batch, 1, r, r, generator=generator, device=device))
-            elif mode == "const":
-                out.append(layer.noise_const.to(device).expand(batch, 1, r, r))
-            elif mode == "zero":
-                out.append(torch.zeros(batch, 1, r, r, device=device))
-            else:
-                raise ValueError(f"unknown noise mode {mode!r}; use random, const or zero")
-        return out
+    def _stored_noise(self, i: int) -> torch.Tensor:
+        return self.noise_layers()[i].noise_const
 
-    def synthesize(self, ws: torch.Tensor, noise: Optional[Sequence[Optional[torch.Tensor]]] = None) -> torch.Tensor:
-        """(B, num_ws, w_dim) plus (B, 1, r, r) noise maps -> (B, C, R, R) in about [-1, 1].
+    @property
+    def num_stages(self) -> int:
+        return len(self.cfg.block_resolutions)
 
-        ``noise=None`` draws fresh random noise; a ``None`` entry disables that layer's noise.
-        """
-        assert_shape(ws, [None, self.num_ws, self.w_dim], "ws")
-        res = self.noise_resolutions
-        if noise is None:
-            noise = self.make_noise(ws.shape[0], "random", device=ws.device)
-        check_noise(noise, res, ws.shape[0])
-        return self.synthesis(ws.to(torch.float32), noise)
+    def stage_resolution(self, stage: int) -> int:
+        return self.cfg.block_resolutions[self._stage(stage) - 1]
 
-    @torch.no_grad()
-    def sample(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
-               noise_mode: str = "random") -> torch.Tensor:
-        """Convenience: Z -> image, with the truncation trick on the first ``truncation_cutoff`` layers."""
-        ws = truncated_ws(self, z, truncation_psi, truncation_cutoff)
-        return self.synthesize(ws, self.make_noise(z.shape[0], noise_mode, device=z.device))
+    def _run(self, ws: torch.Tensor, noise: list, start: int, stop: int, features: Features):
+        return self.synthesis(ws.to(torch.float32), noise, start, stop, features)
 
     def extra_repr(self) -> str:
         c = self.cfg

@@ -43,7 +43,7 @@ from torch import nn
 
 from . import frozen_conv
 from .fir import upfirdn
-from .contract import SingleImplementation, truncated_ws
+from .base import Features, Generator, GeneratorConfig
 from .layers import (LRELU_GAIN, LRELU_SLOPE, FullyConnected, MappingNetwork, assert_shape, clamp_abs,
                      scale_channels)
 
@@ -428,13 +428,21 @@ class SynthesisNetwork(nn.Module):
             setattr(self, name, layer)
             self.layer_names.append(name)
 
-    def forward(self, ws: torch.Tensor) -> torch.Tensor:
-        """(B, num_ws, w_dim) -> (B, img_channels, R, R); ws[:, 0] drives the input, ws[:, i + 1] layer i."""
+    def forward(self, ws: torch.Tensor, start: int = 0, stop: Optional[int] = None,
+                x: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, num_ws, w_dim) -> (B, img_channels, R, R); ws[:, 0] drives the input, ws[:, i + 1] layer i.
+
+        Stage 0 is the input, stage i + 1 layer i; ``start`` / ``stop`` run part of them, on ``x``.
+        """
         assert_shape(ws, [None, self.num_ws, self.w_dim], "ws")
         ws = ws.to(torch.float32).unbind(dim=1)
-        x = self.input(ws[0])
-        for name, w in zip(self.layer_names, ws[1:]):
-            x = getattr(self, name)(x, w)
+        stop = len(self.layer_names) + 1 if stop is None else stop
+        if start == 0:
+            x = self.input(ws[0])
+        for i in range(max(start, 1), stop):
+            x = getattr(self, self.layer_names[i - 1])(x, ws[i])
+        if stop < len(self.layer_names) + 1:
+            return x
         if self.output_scale != 1:
             x = x * self.output_scale
         return x
@@ -460,52 +468,54 @@ _MAPPING_KEYS = ("num_layers", "lr_multiplier")
 _MAPPING_TRAINING_ONLY = ("w_avg_beta",)
 
 
-class StyleGAN3Generator(SingleImplementation, nn.Module):
-    """The full generator: ``mapping`` (z -> w) and ``synthesize`` (W+ -> image); no noise inputs.
+@dataclasses.dataclass
+class StyleGAN3Config(GeneratorConfig):
+    """The architecture of a :class:`StyleGAN3Generator`; :meth:`from_init_kwargs` reads NVIDIA's keywords."""
 
-    Keyword arguments are those of NVIDIA's ``networks_stylegan3.Generator``
-    (see :meth:`from_init_kwargs` for a released pickle's ``init_kwargs``).
-    """
+    family = "stylegan3"
 
-    def __init__(self, *,
-                 z_dim: int,                    # Z dimensionality.
-                 w_dim: int,                    # W dimensionality.
-                 img_resolution: int,           # Output resolution.
-                 img_channels: int,             # Output channels.
-                 c_dim: int = 0,                # Class-label dimensionality; only 0 is supported.
-                 mapping_kwargs: Optional[dict] = None,  # num_layers (2), lr_multiplier (0.01).
-                 num_fp16_res: int = 4,         # Ignored: every layer runs in float32.
-                 magnitude_ema_beta: float = 0.999,  # Ignored: training only.
-                 **synthesis_kwargs,            # Architecture of the synthesis network (_SYNTHESIS_DEFAULTS).
-                 ):
-        super().__init__()
-        if c_dim != 0:
-            raise ValueError(f"class-conditional StyleGAN3 (c_dim={c_dim}) is not supported")
-        mapping_kwargs = dict(mapping_kwargs or {})
-        unknown = sorted(set(mapping_kwargs) - set(_MAPPING_KEYS) - set(_MAPPING_TRAINING_ONLY) - {"activation"})
-        if unknown:
-            raise ValueError(f"unknown StyleGAN3 mapping_kwargs: {', '.join(unknown)}")
-        activation = mapping_kwargs.pop("activation", "lrelu")
-        if activation != "lrelu":
-            raise ValueError(f"mapping activation {activation!r} is not supported; PULSE needs 'lrelu'")
-        unknown = sorted(set(synthesis_kwargs) - set(_SYNTHESIS_DEFAULTS))
-        if unknown:
-            raise ValueError(f"unknown StyleGAN3 generator arguments: {', '.join(unknown)}")
-        synthesis_kwargs = {**_SYNTHESIS_DEFAULTS, **synthesis_kwargs}
-        mapping = {"num_layers": 2, "lr_multiplier": 0.01}
-        mapping.update({k: mapping_kwargs[k] for k in _MAPPING_KEYS if k in mapping_kwargs})
-        self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
-                                img_channels=img_channels, mapping_kwargs=dict(mapping),
-                                **copy.deepcopy(synthesis_kwargs))
+    z_dim: int                          # Z dimensionality.
+    w_dim: int                          # W dimensionality.
+    img_resolution: int                 # Output resolution.
+    img_channels: int = 3               # Output channels.
+    mapping_layers: int = 2             # Dense layers of the mapping.
+    mapping_lr_multiplier: float = 0.01  # Learning-rate multiplier of the mapping.
+    channel_base: float = 32768         # Synthesis (see SynthesisNetwork for each) ...
+    channel_max: int = 512
+    num_layers: int = 14
+    num_critical: int = 2
+    first_cutoff: float = 2
+    first_stopband: float = 2 ** 2.1
+    last_stopband_rel: float = 2 ** 0.3
+    margin_size: int = 10
+    output_scale: float = 0.25
+    conv_kernel: int = 3
+    filter_size: int = 6
+    lrelu_upsampling: int = 2
+    use_radial_filters: bool = False    # True for config R.
+    conv_clamp: Optional[float] = 256
 
-        # Synthesis first, as in NVIDIA's module, so state_dict() lists keys in their order.
-        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_kwargs)
-        self.mapping_network = MappingNetwork(z_dim, w_dim, num_layers=mapping["num_layers"],
-                                              lr_multiplier=mapping["lr_multiplier"])
+    @property
+    def num_ws(self) -> int:
+        return self.num_layers + 2
+
+    @property
+    def resolution(self) -> int:
+        return self.img_resolution
+
+    def synthesis_kwargs(self) -> dict:
+        return {k: getattr(self, k) for k in _SYNTHESIS_DEFAULTS}
+
+    def init_kwargs(self) -> dict:
+        """NVIDIA's ``Generator(**kwargs)`` for this architecture."""
+        return dict(z_dim=self.z_dim, c_dim=0, w_dim=self.w_dim, img_resolution=self.img_resolution,
+                    img_channels=self.img_channels,
+                    mapping_kwargs={"num_layers": self.mapping_layers, "lr_multiplier": self.mapping_lr_multiplier},
+                    **self.synthesis_kwargs())
 
     @classmethod
-    def from_init_kwargs(cls, kwargs: Dict) -> "StyleGAN3Generator":
-        """Build from the ``init_kwargs`` of NVIDIA's ``Generator`` (e.g. read from a released pickle).
+    def from_init_kwargs(cls, kwargs: Dict) -> "StyleGAN3Config":
+        """The config of NVIDIA's ``Generator(**kwargs)`` (e.g. read from a released pickle).
 
         Training-only keys are dropped; an unknown key, ``c_dim != 0`` or a
         mapping activation other than 'lrelu' raise ValueError.
@@ -516,55 +526,82 @@ class StyleGAN3Generator(SingleImplementation, nn.Module):
             raise ValueError(f"StyleGAN3 init_kwargs lack {', '.join(missing)}")
         for key in _TRAINING_ONLY:
             kwargs.pop(key, None)
+        c_dim = kwargs.pop("c_dim", 0)
+        if c_dim != 0:
+            raise ValueError(f"class-conditional StyleGAN3 (c_dim={c_dim}) is not supported")
         mapping = dict(kwargs.pop("mapping_kwargs", None) or {})
         for key in _MAPPING_TRAINING_ONLY:
             mapping.pop(key, None)
-        known = {"z_dim", "w_dim", "img_resolution", "img_channels", "c_dim"} | set(_SYNTHESIS_DEFAULTS)
+        unknown = sorted(set(mapping) - set(_MAPPING_KEYS) - {"activation"})
+        if unknown:
+            raise ValueError(f"unknown StyleGAN3 mapping_kwargs: {', '.join(unknown)}")
+        activation = mapping.pop("activation", "lrelu")
+        if activation != "lrelu":
+            raise ValueError(f"mapping activation {activation!r} is not supported; PULSE needs 'lrelu'")
+        known = {"z_dim", "w_dim", "img_resolution", "img_channels"} | set(_SYNTHESIS_DEFAULTS)
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise ValueError(f"unknown StyleGAN3 generator arguments: {', '.join(unknown)}")
-        return cls(mapping_kwargs=mapping, **kwargs)
+        return cls(**kwargs, mapping_layers=mapping.get("num_layers", 2),
+                   mapping_lr_multiplier=mapping.get("lr_multiplier", 0.01))
 
-    # -- the contract PULSE relies on ---------------------------------------
+
+class StyleGAN3Generator(Generator):
+    """The full generator: ``mapping`` (z -> w) and ``synthesize`` (W+ -> image); no noise inputs.
+
+    Built from a :class:`StyleGAN3Config`, or from the keyword arguments of NVIDIA's
+    ``networks_stylegan3.Generator`` (see :meth:`from_init_kwargs` for a released
+    pickle's ``init_kwargs``). Its stages are the input and each synthesis layer.
+    """
+
+    family = "stylegan3"
+    config_class = StyleGAN3Config
+    default_noise_mode = "const"
+
+    def __init__(self, cfg: Optional[StyleGAN3Config] = None, **nvidia_kwargs):
+        super().__init__()
+        if cfg is None:
+            cfg = StyleGAN3Config.from_init_kwargs(nvidia_kwargs)
+        elif nvidia_kwargs:
+            raise TypeError("pass either a config or NVIDIA's keyword arguments, not both")
+        self.cfg = cfg
+        # Synthesis first, as in NVIDIA's module, so state_dict() lists keys in their order.
+        self.synthesis = SynthesisNetwork(cfg.w_dim, cfg.img_resolution, cfg.img_channels,
+                                          **copy.deepcopy(cfg.synthesis_kwargs()))
+        self.mapping_network = MappingNetwork(cfg.z_dim, cfg.w_dim, num_layers=cfg.mapping_layers,
+                                              lr_multiplier=cfg.mapping_lr_multiplier)
+
+    @classmethod
+    def from_init_kwargs(cls, kwargs: Dict) -> "StyleGAN3Generator":
+        """Build from the ``init_kwargs`` of NVIDIA's ``Generator`` (see :meth:`StyleGAN3Config.from_init_kwargs`)."""
+        return cls(StyleGAN3Config.from_init_kwargs(kwargs))
 
     @property
-    def num_ws(self) -> int:
-        return self.synthesis.num_ws
+    def init_kwargs(self) -> dict:
+        return self.cfg.init_kwargs()
 
     @property
-    def w_dim(self) -> int:
-        return self.init_kwargs["w_dim"]
-
-    @property
-    def z_dim(self) -> int:
-        return self.init_kwargs["z_dim"]
-
-    @property
-    def resolution(self) -> int:
-        return self.init_kwargs["img_resolution"]
+    def w_avg(self) -> torch.Tensor:
+        return self.mapping_network.w_avg
 
     @property
     def noise_resolutions(self) -> List[int]:
         return []
 
-    def make_noise(self, batch: int, mode: str = "random", generator: Optional[torch.Generator] = None,
-                   device=None) -> List[torch.Tensor]:
-        """No noise inputs: always []."""
-        return []
+    @property
+    def num_stages(self) -> int:
+        return self.cfg.num_layers + 2  # the input, then every layer (the last is the ToRGB)
 
-    def synthesize(self, ws: torch.Tensor, noise: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
-        """(B, num_ws, w_dim) -> (B, img_channels, R, R) in about [-1, 1]; ``noise`` must be None or []."""
-        if noise is not None and len(noise) != 0:
-            raise ValueError(f"StyleGAN3 takes no noise maps, got {len(noise)}")
-        return self.synthesis(ws)
+    def stage_resolution(self, stage: int) -> int:
+        k = self._stage(stage)
+        if k == 1:
+            return int(self.synthesis.input.size)
+        return int(getattr(self.synthesis, self.synthesis.layer_names[k - 2]).out_size)
 
-    @torch.no_grad()
-    def sample(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
-               noise_mode: str = "const") -> torch.Tensor:
-        """Convenience: z (B, z_dim) -> image, with the truncation trick on the first ``truncation_cutoff``
-        ws (None: all). ``noise_mode`` is accepted for compatibility and ignored."""
-        return self.synthesize(truncated_ws(self, z, truncation_psi, truncation_cutoff))
+    def _run(self, ws: torch.Tensor, noise: list, start: int, stop: int, features: Features):
+        out = self.synthesis(ws, start, stop, features[0] if features else None)
+        return out if stop == self.num_stages else (out,)
 
     def extra_repr(self) -> str:
         return (f"resolution={self.resolution}, num_ws={self.num_ws}, w_dim={self.w_dim}, "
-                f"z_dim={self.z_dim}, impl={self.impl}")
+                f"z_dim={self.z_dim}")

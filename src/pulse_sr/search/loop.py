@@ -37,7 +37,6 @@ from ..ops.measurement import Measurement, NoiseModel
 from ..ops.operators import Compose, as_operator
 from .losses import PulseLoss
 from .options import PulseOptions
-from .prior import latent_to_w
 from .schedules import lr_factor, make_optimizer
 from .sphere import project_, vector_norms
 
@@ -182,11 +181,11 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     opts.validate()
     if samples < 1:
         raise SettingsError(f"samples must be at least 1, got {samples}")
-    if not hasattr(model, "gaussian_fit") or not hasattr(model, "generator"):
+    if not hasattr(model, "prior") or not hasattr(model, "generator"):
         raise TypeError(f"upsample takes a PulseModel (from pulse_sr.load_model), got {type(model).__name__}")
     if device is not None:
         model = model.to(device)
-    G, fit, dev = model.generator, model.gaussian_fit, model.device
+    G, prior, dev = model.generator, model.prior, model.device
     lr = _as_batch(lr_image)
     n_inputs, _, h, w = lr.shape
     op = as_operator(operator, (h, w), G.resolution)
@@ -221,7 +220,7 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     steps_taken = 0
     for step in range(opts.steps):
         lat = latent.expand(-1, G.num_ws, -1) if opts.tile_latent else latent
-        ws = latent_to_w(lat, fit)                          # prior: sphere -> W+ (Sec. 3.3)
+        ws = prior.latent_to_w(lat)                         # prior: sphere -> W+ (Sec. 3.3)
         img = (G.synthesize(ws, noise) + 1) / 2             # generator, to [0, 1]
         img_lr = op(img)                                    # DS: the exact bicubic of the reference, or A
         loss, parts = loss_fn(ws, img_lr, measured)         # per-sample loss on the pixels that count
