@@ -8,7 +8,6 @@ for (StyleGAN3's filter design needs SciPy). Networks know nothing of files.
 
 from __future__ import annotations
 
-import importlib
 from typing import Type
 
 FAMILIES = ("stylegan1", "stylegan2", "stylegan3")

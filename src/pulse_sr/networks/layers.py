@@ -95,7 +95,14 @@ def scale_channels(x: torch.Tensor, scale: torch.Tensor, shift: Optional[torch.T
 
 
 class FullyConnected(nn.Module):
-    """Dense layer with equalised learning rate, optionally followed by leaky ReLU 0.2 (× √2)."""
+    """Dense layer with equalised learning rate, optionally followed by leaky ReLU 0.2 (× √2).
+
+    The one dense layer of every network here: StyleGAN2/3 (NVIDIA's
+    ``FullyConnectedLayer``), StyleGAN v1 (``weight_gain`` √2, the He gain its
+    TF code folds into the weight) and the training discriminator. ``weight``
+    is (out, in), stored unscaled; the runtime gain is
+    ``weight_gain * lr_multiplier / sqrt(in_features)``.
+    """
 
     def __init__(self,
                  in_features: int,           # Input width.
@@ -103,6 +110,7 @@ class FullyConnected(nn.Module):
                  lrelu: bool = False,        # Leaky ReLU after the bias (else linear).
                  lr_multiplier: float = 1.0, # Learning-rate multiplier (runtime gain on weight and bias).
                  bias_init: float = 0.0,     # Initial bias (1 for style affines: styles start at 1).
+                 weight_gain: float = 1.0,   # He-init gain on the weight (√2 in StyleGAN v1's dense layers).
                  ):
         super().__init__()
         self.in_features = in_features
@@ -110,7 +118,7 @@ class FullyConnected(nn.Module):
         self.lrelu = lrelu
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
         self.bias = nn.Parameter(torch.full([out_features], float(bias_init)))
-        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.weight_gain = weight_gain * lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from torch import nn
 from ..ops.epilogue import IMPLS, default_impl, epilogue
 from .base import Features, Generator, GeneratorConfig
 from .contract import assert_shape
+from .layers import FullyConnected, normalize_2nd_moment
 
 
 def _check_impl(impl: str) -> str:
@@ -90,35 +91,6 @@ class StyleGAN1Config(GeneratorConfig):
 # Layers
 
 
-class EqualizedLinear(nn.Module):
-    """Dense layer with equalised learning rate; ``weight`` is (out, in)."""
-
-    def __init__(self,
-                 in_features: int,        # Input width.
-                 out_features: int,       # Output width.
-                 gain: float = math.sqrt(2),  # He-init gain.
-                 lrmul: float = 1.0,      # Learning-rate multiplier.
-                 bias_init: float = 0.0,  # Initial bias value.
-                 ):
-        super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
-        self.lrmul = lrmul
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lrmul)
-        self.bias = nn.Parameter(torch.full([out_features], float(bias_init)))
-        self.weight_gain = gain / math.sqrt(in_features) * lrmul
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.weight_gain, self.bias * self.lrmul)
-
-    def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, lrmul={self.lrmul}"
-
-
-def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + eps)
-
-
 def blur_121(x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Depthwise [1,2,1]x[1,2,1]/16 blur with zero padding, (B, C, H, W) -> same, plus an optional bias."""
     k = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
@@ -163,7 +135,7 @@ class SynthesisLayer(nn.Module):
             self.weight_gain = math.sqrt(2) / math.sqrt(in_channels * 9)
         self.noise_strength = nn.Parameter(torch.zeros(out_channels))
         self.bias = nn.Parameter(torch.zeros(out_channels))
-        self.style = EqualizedLinear(w_dim, 2 * out_channels, gain=1.0)
+        self.style = FullyConnected(w_dim, 2 * out_channels)
         self.impl = _check_impl(impl)
 
     def convolve(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -232,11 +204,12 @@ class MappingNetwork(nn.Module):
         self.w_dim = w_dim
         widths = [latent_dim] + [fmaps] * (num_layers - 1) + [w_dim]
         self.layers = nn.ModuleList(
-            EqualizedLinear(widths[i], widths[i + 1], lrmul=lrmul) for i in range(num_layers))
+            FullyConnected(widths[i], widths[i + 1], lr_multiplier=lrmul, weight_gain=math.sqrt(2))
+            for i in range(num_layers))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         assert_shape(z, [None, self.latent_dim], "z")
-        x = pixel_norm(z)
+        x = normalize_2nd_moment(z)  # TF StyleGAN's pixel norm of the latent
         for layer in self.layers:
             x = F.leaky_relu(layer(x), 0.2)
         return x

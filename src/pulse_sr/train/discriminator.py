@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..networks.layers import FullyConnected
+
 
 class EqConv2d(nn.Module):
     """Conv with equalised learning rate."""
@@ -26,20 +28,6 @@ class EqConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight * self.gain, self.bias, padding=self.padding)
-
-
-class EqLinear(nn.Module):
-    def __init__(self,
-                 in_features: int,        # Input width.
-                 out_features: int,       # Output width.
-                 ):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
-        self.gain = 1.0 / math.sqrt(in_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.gain, self.bias)
 
 
 def _act(x: torch.Tensor) -> torch.Tensor:
@@ -90,8 +78,8 @@ class Discriminator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         c4 = ch(4)
         self.conv = EqConv2d(c4 + 1, c4, 3)
-        self.fc = EqLinear(c4 * 16, c4)
-        self.out = EqLinear(c4, 1)
+        self.fc = FullyConnected(c4 * 16, c4)
+        self.out = FullyConnected(c4, 1)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         x = _act(self.from_rgb(img))
