@@ -108,6 +108,38 @@ def test_the_rooms_form_no_cycle():
         visit(room, [])
 
 
+def test_no_module_imports_itself_back():
+    """No cycle between modules of src/pulse_sr, lazy imports inside functions counted (TYPE_CHECKING ones not).
+
+    An import names a module, or a name in a package; it counts as an edge to the longest module prefix.
+    """
+    modules = {name for _, name, _ in _modules()}
+
+    def module_of(target):
+        parts = target.split(".")
+        return next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in modules), None)
+
+    graph = {}
+    for f, name, package in _modules():
+        targets = {module_of(t) for t in _imports(ast.parse(f.read_text()), package) if t.startswith("pulse_sr")}
+        graph[name] = sorted(t for t in targets if t and t != name)
+    state, path = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        path.append(m)
+        for nxt in graph.get(m, ()):
+            assert state.get(nxt) != "open", f"import cycle: {' -> '.join(path[path.index(nxt):] + [nxt])}"
+            if nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
 def test_nothing_imports_the_commands_or_the_web_page():
     importers = {a for a, bs in code_arrows().items() if bs & {"cli", "web"}}
     assert importers <= {"__main__", "cli"}, importers

@@ -23,6 +23,9 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 # Heavy names are imported on first use, so that `import pulse_sr` (and
 # commands such as `pulse models list`) do not pay for importing torch.
 _LAZY = {
+    "save_model": "pulse_sr.model",
+    "inspect_model": "pulse_sr.model",
+    "GaussianPrior": "pulse_sr.search.prior",
     "UpsampleJob": "pulse_sr.pipelines.upsample",
     "UpsampleReport": "pulse_sr.pipelines.upsample",
     "upsample_files": "pulse_sr.pipelines.upsample",
@@ -47,7 +50,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # what IDEs and type checkers see; at run time these load on first use
     from . import runtime
-    from .model import PulseModel, load_generator, load_model
+    from .model import PulseModel, inspect_model, load_generator, load_model, save_model
     from .networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
     from .networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
     from .networks.stylegan3 import StyleGAN3Generator
@@ -56,6 +59,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time these load on 
     from .ops.resample import BicubicDownscale, bicubic_downscale
     from .pipelines.upsample import UpsampleJob, UpsampleReport, upsample_files
     from .search import PulseOptions, PulseResult, upsample
+    from .search.prior import GaussianPrior
 
 
 def __getattr__(name):
@@ -67,8 +71,8 @@ def __getattr__(name):
 
 
 __all__ = [
-    # loading and the model
-    "load_model", "load_generator", "PulseModel",
+    # loading, saving and the model
+    "load_model", "save_model", "inspect_model", "load_generator", "PulseModel", "GaussianPrior",
     # the search
     "upsample", "PulseOptions", "PulseResult",
     # pipelines

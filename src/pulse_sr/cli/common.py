@@ -54,30 +54,32 @@ def validate_options(*objs) -> None:
         raise click.UsageError(str(exc))
 
 
-def load_model(model: str, mapping=None, gaussian_fit=None):
-    """Load a model (errors go to LazyGroup: one line, exit 2 for a missing or broken file).
+def load_model(model: str, mapping=None, gaussian_fit=None, device=None, bar: bool = True):
+    """Load a model onto ``device`` (errors go to LazyGroup: one line, exit 2 for a missing or broken file).
 
-    The first load of a model without a stored Gaussian fit computes it, with a progress bar.
+    The first load of a model without a stored Gaussian fit computes it there, with a
+    progress bar (``bar=False`` on torchrun ranks other than 0).
     """
     from tqdm import tqdm
 
     from ..model import load_model as load
 
-    bar = None
+    shown = None
 
     def progress(done, total):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc="Gaussian fit of the mapping network (once per model)", unit="z",
-                       unit_scale=True, leave=False)
-        bar.n = done
-        bar.refresh()
+        nonlocal shown
+        if shown is None:
+            shown = tqdm(total=total, desc="Gaussian fit of the mapping network (once per model)", unit="z",
+                         unit_scale=True, leave=False)
+        shown.n = done
+        shown.refresh()
 
     try:
-        return load(model, mapping_path=mapping, gaussian_fit_path=gaussian_fit, fit_progress=progress)
+        return load(model, device=device, mapping_path=mapping, gaussian_fit_path=gaussian_fit,
+                    fit_progress=progress if bar else None)
     finally:
-        if bar is not None:
-            bar.close()
+        if shown is not None:
+            shown.close()
 
 
 class _Bars:

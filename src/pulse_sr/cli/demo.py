@@ -22,8 +22,10 @@ from .common import StepBars, echo_err, load_model
 def demo(out_dir, model, samples, seed, lr_size, steps, photo, device):
     """Sample a face, downscale it to LR, and find several HR faces that downscale to it."""
     from ..pipelines.demo import DemoJob, run_demo
+    from ..runtime import tune
 
-    pulse_model = load_model(model)
+    device = tune(device)  # the process-wide switches, once, and the device the fit is computed on
+    pulse_model = load_model(model, device=device)
     runs = [("sampled", None, None)]
     if photo:
         try:

@@ -42,9 +42,9 @@ def eval_cmd(data_dir, out_dir, model, device, quiet, **kwargs):
     except DegradationSpecError as exc:
         raise click.BadParameter(str(exc), param_hint="--degrade")
     validate_options(opts, settings)
-    pulse_model = load_model(model)
     with session(device) as (ranks, dev):
         log_as_rank(ranks, quiet=quiet)
+        pulse_model = load_model(model, device=dev, bar=ranks.main)
         results = evaluate(data_dir, pulse_model, out_dir, opts, settings, device=dev, ranks=ranks)
     if not ranks.main:
         sys.exit(0)  # under torchrun only a crash is a rank's failure; rank 0 reports the run

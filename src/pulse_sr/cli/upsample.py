@@ -20,7 +20,8 @@ MAX_SAMPLES = 256  # One batch holds every sample of an input: more is a typo, n
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--model", default="default", show_default=True, help="Registry name or weights path.")
 @click.option("--mapping", type=click.Path(exists=True, dir_okay=False), help="PULSE mapping.pt (with synthesis.pt).")
-@click.option("--gaussian-fit", type=click.Path(exists=True, dir_okay=False), help="PULSE gaussian_fit.pt.")
+@click.option("--gaussian-fit", type=click.Path(exists=True, dir_okay=False),
+              help="A Gaussian fit file {mean, std} of the model's W width (PULSE's gaussian_fit.pt is 512).")
 @click.option("--samples", default=1, show_default=True, type=click.IntRange(1, MAX_SAMPLES),
               help=f"HR samples per input (one batch; at most {MAX_SAMPLES}).")
 @click.option("--seed", type=int, default=None,
@@ -68,9 +69,10 @@ def upsample(inputs, out_dir, model, mapping, gaussian_fit, samples, seed, save_
     job = UpsampleJob(opts, samples=samples, seed=seed, lr_size=lr_size,
                       align=AlignMode(align_operator) if do_align else AlignMode.OFF, operator=operator,
                       noise_sigma=noise_sigma, save_intermediate=save_intermediate)
-    pulse_model = load_model(model, mapping, gaussian_fit)
     with session(device) as (ranks, dev):
         log_as_rank(ranks)
+        # Loaded once the device is known, so a Gaussian fit that must be computed runs there.
+        pulse_model = load_model(model, mapping, gaussian_fit, device=dev, bar=ranks.main)
         with StepBars(enabled=not quiet and ranks.main) as bars:
             report = upsample_files(files, pulse_model, out_dir, job,
                                     RunContext(device=dev, ranks=ranks, progress=bars))

@@ -101,8 +101,9 @@ def resolve_crop(model_name: Optional[str], template: Optional[str], size: Optio
     """The (template, size, lr_size) an alignment uses, from the options of ``pulse align``.
 
     An explicit ``template`` (a JSON file or ``"ffhq"``) replaces the model's;
-    otherwise the model is loaded for its crop convention and resolution (not
-    needed when ``detect`` is off and ``size`` is given).
+    otherwise the model is inspected for its crop convention and resolution
+    (:func:`pulse_sr.model.inspect_model`: from its file's header or the registry,
+    with no Gaussian fit computed; not needed when ``detect`` is off and ``size`` is given).
     """
     from .. import align as A
 
@@ -112,11 +113,11 @@ def resolve_crop(model_name: Optional[str], template: Optional[str], size: Optio
     else:
         tmpl = None
         if detect or not size:
-            from ..model import load_model
-            model = load_model(model_name)
-            size = size or model.resolution
+            from ..model import inspect_model
+            info = inspect_model(model_name)
+            size = size or info.resolution
             if detect:
-                tmpl = A.template_for(model)
+                tmpl = A.template_for(info)
     lr_size = lr_size or A.default_lr_size(size)
     if size % lr_size:
         raise A.TemplateError(f"--lr-size {lr_size} does not divide the crop size {size}; "
