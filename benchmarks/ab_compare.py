@@ -55,6 +55,9 @@ def one_run(cmd, src: Path, figure, scratch: Path) -> float:
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--baseline-src", required=True, type=Path, help="src/ of the baseline checkout")
+    p.add_argument("--this-src", type=Path, default=SRC,
+                   help="src/ of the checkout to compare (default: this one; give a worktree of a commit "
+                        "to measure it while editing here)")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--figure", default=None, help="read NAME=<number> from the output instead of timing")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -62,7 +65,7 @@ def main(argv=None):
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         p.error("give the command after --")
-    sides = {"baseline": args.baseline_src.resolve(), "this": SRC}
+    sides = {"baseline": args.baseline_src.resolve(), "this": args.this_src.resolve()}
     figures = {k: [] for k in sides}
     with tempfile.TemporaryDirectory(prefix="ab-") as scratch:
         for i in range(args.runs):
