@@ -51,7 +51,7 @@ SPECS = [
     ("blur:motion:9,30+resize:13x13", (13, 13)),
     ("gray", (8, 8)),
     ("GRAY + Box:4@1,2", (16, 16)),
-    ("mask:{mask}+gray+blur:gauss:0.7+box:4@1,2", (16, 16)),
+    ("gray+blur:gauss:0.7+box:4@1,2+mask:{mask}", (16, 16)),  # a mask term comes last: its path may hold +
     ("warp:22x20@3,4:2.9,0.41,-31,-0.41,2.9,7.5+gray", (20, 22)),
 ]
 

@@ -39,6 +39,16 @@ def lr_image(path, seed=0, size=4):
     return save_image(torch.rand(3, size, size, generator=g), path)
 
 
+def write_partial(fp, data: bytes) -> None:
+    """What a failing PIL save leaves: ``fp`` is a path or the open file save_image hands it."""
+    if hasattr(fp, "write"):
+        fp.write(data)
+        fp.flush()
+    else:
+        with open(fp, "wb") as f:
+            f.write(data)
+
+
 def strict_json(path):
     def refuse(name):
         raise ValueError(f"non-standard JSON constant {name}")
@@ -167,8 +177,7 @@ def test_a_full_disk_stops_the_batch_and_leaves_no_truncated_file(tmp_path, mode
     def fills_up(self, fp, *a, **k):
         writes.append(fp)
         if len(writes) > 3:  # the first input's three images fit, then the disk is full
-            with open(fp, "wb") as f:
-                f.write(b"\x89PNG half")  # a partial file, as a full disk leaves it
+            write_partial(fp, b"\x89PNG half")  # a partial file, as a full disk leaves it
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(self, fp, *a, **k)
 
@@ -188,8 +197,7 @@ def test_save_image_is_atomic(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def broken(self, fp, *a, **k):
-        with open(fp, "wb") as f:
-            f.write(b"partial")
+        write_partial(fp, b"partial")
         raise OSError(errno.EIO, "I/O error")
 
     monkeypatch.setattr(Image.Image, "save", broken)

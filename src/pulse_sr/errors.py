@@ -58,12 +58,22 @@ class InputImageError(PulseError):
     """An input image (or a folder of them) cannot be read, or holds nothing usable."""
 
 
+class PeerMissingError(PulseError):
+    """A torchrun rank waited for a peer that never joined the process group (exit 1: the environment)."""
+
+    exit_code = EXIT_ERROR
+
+
 class OutputFolderError(PulseError):
     """``--out`` cannot be used: it holds the inputs, is a file, is not writable, or a live run holds it."""
 
 
 class UploadError(PulseError):
     """An upload or a request that the web page refuses, with the message it shows."""
+
+
+class SearchFailed(PulseError):
+    """A search gave no usable result (its loss is not a finite number): the input is reported, not written."""
 
 
 class SearchCancelled(PulseError):

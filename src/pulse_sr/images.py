@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import stat
@@ -63,15 +64,19 @@ def _special_kind(st_mode: int) -> str:
     return "not a regular file"
 
 
-def load_rgb(path) -> Image.Image:
-    """Open ``path`` as an RGB PIL image, or raise InputImageError with a one-line reason.
-
-    Only regular files are opened (a FIFO named ``x.png`` would block forever),
-    and only images of at most :func:`max_pixels` pixels are decoded. For an
-    animated or multi-page file the first frame is used, and a line saying so
-    is logged.
-    """
+def read_input_bytes(path) -> bytes:
+    """The bytes of an input file, read once (a regular file only; InputImageError otherwise): what a
+    pipeline decodes and also what its resume key hashes, so a file swapped mid-run cannot be recorded
+    under the other file's key."""
     path = Path(path)
+    _check_regular(path)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _check_regular(path: Path) -> None:
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -82,9 +87,24 @@ def load_rgb(path) -> Image.Image:
         raise InputImageError(f"{path}: is a directory, not an image")
     if not stat.S_ISREG(st.st_mode):
         raise InputImageError(f"{path}: is {_special_kind(st.st_mode)}, not an image file; only regular files are read")
+
+
+def load_rgb(path, data: Optional[bytes] = None) -> Image.Image:
+    """Open ``path`` as an RGB PIL image, or raise InputImageError with a one-line reason.
+
+    Only regular files are opened (a FIFO named ``x.png`` would block forever),
+    and only images of at most :func:`max_pixels` pixels are decoded. For an
+    animated or multi-page file the first frame is used, and a line saying so
+    is logged. ``data`` are the file's bytes when the caller has read them
+    (:func:`read_input_bytes`); ``path`` then names them in messages.
+    """
+    path = Path(path)
+    if data is None:
+        _check_regular(path)
     limit = max_pixels()
+    source = path if data is None else io.BytesIO(data)
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             w, h = img.size
             if w * h > limit:
                 raise InputImageError(f"{path}: {w}×{h} is {w * h / 1e6:.0f} MP, over the {limit / 1e6:.0f} MP limit; "
@@ -99,7 +119,8 @@ def load_rgb(path) -> Image.Image:
     except PermissionError as exc:
         raise InputImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InputImageError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+        said = str(exc).replace(repr(source), str(path)) if data is not None else str(exc)
+        raise InputImageError(f"{path}: not a readable image ({exc.__class__.__name__}: {said[:200]})") from None
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -135,6 +156,8 @@ def save_image(x, path, text: Optional[dict] = None) -> Path:
     place, so a full disk or a kill never leaves a truncated file at ``path``.
     ``text`` becomes PNG text chunks (provenance).
     """
+    from .safe_paths import create_new
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img = x if isinstance(x, Image.Image) else tensor_to_pil(x)
@@ -147,11 +170,16 @@ def save_image(x, path, text: Optional[dict] = None) -> Path:
         for key, value in text.items():
             info.add_itxt(key, str(value))
         kwargs["pnginfo"] = info
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     try:
-        img.save(tmp, **kwargs)
+        # Created exclusively, never through a link planted at the temporary name (see safe_paths);
+        # the rename swaps directory entries, so a link at ``path`` is replaced, not written through.
+        with create_new(tmp) as f:
+            img.save(f, format=fmt, **kwargs)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
     return path
 
 

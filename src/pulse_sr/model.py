@@ -120,7 +120,8 @@ def cached_gaussian_fit(G, cache: Optional[Path], num_samples: int = FIT_SAMPLES
             path.unlink(missing_ok=True)  # not ours, or writable by others: recompute rather than trust it
         if path.exists():
             try:
-                fit = torch.load(path, map_location="cpu", weights_only=True)
+                from .formats.torch_files import torch_load_weights
+                fit = torch_load_weights(path, noun="cached Gaussian fit")
                 return GaussianPrior.of(fit, G.w_dim, str(path)).to(device)
             except Exception:
                 path.unlink(missing_ok=True)
@@ -173,6 +174,16 @@ def load_model(name_or_path, *, device=None, mapping_path=None, gaussian_fit_pat
     from .formats import load_file
     from .hub.registry import resolve_model
 
+    from .safe_paths import require_regular_file
+
+    for option, given in (("--mapping", mapping_path), ("--gaussian-fit", gaussian_fit_path)):
+        if given is not None:  # checked even when unused: a FIFO would block whoever reads it
+            try:
+                require_regular_file(given, f"{option} file")
+            except SettingsError:
+                raise
+            except Exception as exc:
+                raise ModelFormatError(str(exc)) from None
     files = resolve_model(str(name_or_path))
     loaded = load_file(Path(files.main), mapping_path or files.mapping, expect=files.kind)
     G = loaded.generator

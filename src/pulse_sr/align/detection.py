@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from ..errors import FaceDetectorUnavailable
+from ..errors import FaceDetectorUnavailable, InputImageError
 from .geometry import _as_rgb, _compose, _invert, _warp, apply_transform, similarity_transform
 from .templates import LANDMARK_NAMES, landmark_points
 
@@ -33,6 +33,9 @@ _LANDMARKS_ENV = "PULSE_SR_LANDMARK_MODEL"
 _CNN_MODEL_FILE = "mmod_human_face_detector.dat"
 
 log = logging.getLogger(__name__)
+
+# Photos smaller than this on a side hold no face the detector can find (faces of about 20 px and up).
+MIN_PHOTO_SIDE = 16
 
 
 
@@ -208,12 +211,17 @@ def detect_faces(image, *, min_score: float = _MIN_SCORE, max_side: int = 2048,
     _dlib_models()  # Fails with FaceDetectorUnavailable before any work.
     image = _as_rgb(image)
     W, H = image.size
+    if min(W, H) < MIN_PHOTO_SIDE:  # no face of the sizes found here fits; dlib itself raises on such images
+        return []
     scale = min(1.0, max_side / max(W, H))
     small = image if scale == 1.0 else image.resize(
         (max(1, round(W * scale)), max(1, round(H * scale))), Image.BOX, reducing_gap=2.0)
-    faces = _hog_faces(image, small, rotations, min_score)
-    if not faces and cnn_fallback:
-        faces = _cnn_faces(image, small, min_score)
+    try:
+        faces = _hog_faces(image, small, rotations, min_score)
+        if not faces and cnn_fallback:
+            faces = _cnn_faces(image, small, min_score)
+    except RuntimeError as exc:  # dlib's own failures: this photo's, not the batch's
+        raise InputImageError(f"face detection failed on this {W}×{H} image ({str(exc)[:120]})") from None
     return sorted(faces, key=lambda f: (-f.size, -f.score))
 
 

@@ -9,7 +9,6 @@ coordinates, or :data:`FFHQ` for NVIDIA's FFHQ alignment. ``left_eye`` and
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Mapping, Sequence, Union
 
 import numpy as np
@@ -47,10 +46,15 @@ def load_template(path) -> Template:
     or return :data:`FFHQ` for the word ``ffhq``."""
     if str(path).lower() == FFHQ:
         return FFHQ
+    from ..errors import PulseError
+    from ..safe_paths import require_regular_file
+
     try:
-        template = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise TemplateError(f"{path}: not a readable JSON crop template ({exc})") from None
+        template = json.loads(require_regular_file(path, "crop template").read_text())
+    except PulseError as exc:
+        raise TemplateError(str(exc)) from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise TemplateError(f"{path}: not a readable JSON crop template ({str(exc)[:200]})") from None
     return check_template(template, str(path))
 
 

@@ -38,6 +38,11 @@ class LazyGroup(click.Group):
         try:
             with handler_installed(CLI_LOG):
                 return super().invoke(ctx)
+        except click.UsageError as exc:  # a bad option value is one line too, with where to look
+            where = f"pulse {exc.ctx.command_path.split(' ', 1)[1]} --help" if exc.ctx and " " in \
+                exc.ctx.command_path else "pulse --help"
+            click.echo(f"error: {exc.format_message()} (see {where})", err=True)
+            sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except PulseError as exc:

@@ -13,7 +13,7 @@ from .common import StepBars, echo_err, load_model
 @click.option("--out", "out_dir", default="demo-output", show_default=True, type=click.Path(path_type=Path))
 @click.option("--model", default="default", show_default=True, help="Registry name or weights path.")
 @click.option("--samples", default=6, show_default=True, type=click.IntRange(1), help="PULSE seeds to run.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2 ** 62))
 @click.option("--lr-size", default=8, show_default=True, type=click.IntRange(2))
 @click.option("--steps", default=100, show_default=True, type=click.IntRange(1))
 @click.option("--photo/--no-photo", default=True, show_default=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..search.options import PulseOptions
+from ..search.options import MAX_SEED, PulseOptions
 from .common import EXIT_BAD_INPUT, StepBars, dataclass_options, echo_err, load_model, log_as_rank, \
     options_from_kwargs, sharded_exit_note, validate_options
 
@@ -24,7 +24,7 @@ MAX_SAMPLES = 256  # One batch holds every sample of an input: more is a typo, n
               help="A Gaussian fit file {mean, std} of the model's W width (PULSE's gaussian_fit.pt is 512).")
 @click.option("--samples", default=1, show_default=True, type=click.IntRange(1, MAX_SAMPLES),
               help=f"HR samples per input (one batch; at most {MAX_SAMPLES}).")
-@click.option("--seed", type=int, default=None,
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
               help="Seed of sample 0 (sample k uses seed+k); if unset, the seed of the run recorded in "
                    "OUT/report.json with the same settings (so the run resumes), else random.")
 @dataclass_options(PulseOptions)

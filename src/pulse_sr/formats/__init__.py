@@ -71,4 +71,8 @@ def load_file(path, mapping_path=None, expect: Optional[Format] = None) -> Loade
         raise ModelFormatError(f"{path}: unsupported model format {kind!r}")
     module, reader = _READERS[kind]
     read = getattr(importlib.import_module(f"{__name__}.{module}"), reader)
-    return read(path, mapping_path) if kind == Format.PULSE_STATE_DICT else read(path)
+    try:
+        return read(path, mapping_path) if kind == Format.PULSE_STATE_DICT else read(path)
+    except (RecursionError, MemoryError) as exc:  # the last line of defence: one line, exit 2
+        raise ModelFormatError(f"{path}: not a readable {kind.value} file ({type(exc).__name__}: nested too "
+                               f"deeply or too large)") from None

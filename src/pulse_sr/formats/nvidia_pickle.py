@@ -28,6 +28,7 @@ import torch
 from ..errors import ModelFormatError
 from .common import Format, LoadedWeights
 from .nvidia_generators import generator_from_state, network_kind
+from .torch_files import check_torch_file
 from .restricted_pickle import COMMON_GLOBALS, AllowListUnpickler, load_allowed, plain
 
 __all__ = ["PersistentObject", "load_nvidia_pickle", "read_nvidia_pickle", "module_state"]
@@ -63,7 +64,30 @@ def _load_storage(data: bytes):
     """A storage from the bytes ``torch.storage._load_from_bytes`` would read, with torch's safe loader."""
     if not isinstance(data, (bytes, bytearray)):
         raise ModelFormatError("storage data is not bytes")
+    check_torch_file(bytes(data), "a storage in the pickle")  # it may not declare more than it holds
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *rest):
+    """torch's ``_rebuild_tensor_v2``, for views that fit their storage: no stride 0, no overlap, so a
+    tensor never has more elements than the bytes the file holds (converting one to float32 then
+    costs at most what the file declared)."""
+    size, stride = tuple(size), tuple(stride)
+    if len(size) != len(stride) or len(size) > 8:
+        raise ModelFormatError(f"a tensor with size {str(size)[:60]} and stride {str(stride)[:60]}")
+    n = 1
+    for d, s in zip(size, stride):
+        if not (isinstance(d, int) and isinstance(s, int)) or d < 0 or (d > 1 and s <= 0):
+            raise ModelFormatError(f"a tensor with size {str(size)[:60]} and stride {str(stride)[:60]} "
+                                   f"(repeated or negative strides)")
+        n *= d
+    if hasattr(storage, "_untyped_storage"):  # a TypedStorage, counted without its deprecation warning
+        have = storage._untyped_storage.nbytes() // torch._utils._element_size(storage.dtype)
+    else:
+        have = storage.nbytes() if hasattr(storage, "nbytes") else 0
+    if not isinstance(storage_offset, int) or storage_offset < 0 or n > have - storage_offset:
+        raise ModelFormatError(f"a tensor of {n} elements on a storage of {have}")
+    return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, *rest)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
@@ -74,7 +98,7 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
 
 _ALLOWED: Dict[Tuple[str, str], Callable[[], Any]] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): lambda: PersistentObject,
-    ("torch._utils", "_rebuild_tensor_v2"): lambda: torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor_v2"): lambda: _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): lambda: _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): lambda: _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): lambda: _load_storage,

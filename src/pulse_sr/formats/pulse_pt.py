@@ -8,54 +8,22 @@ tensors and dicts is refused with :class:`UnsafePickleError`.
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from ..errors import ModelFormatError, UnsafePickleError
+from ..errors import ModelFormatError
 from ..networks.stylegan1 import StyleGAN1Config
 from .common import Format, LoadedWeights, build_checked, check_keys, count_indexed, load_state_strict, shape_of
 from .infer import fit_fmaps, resolution_and_channels
+from .torch_files import torch_load_weights
 
 __all__ = ["load_pulse_state_dicts", "load_gaussian_fit_pt", "PULSE_NOISE_SEED"]
 
 # Seed of the fixed noise maps given to formats that carry none (the PULSE port).
 PULSE_NOISE_SEED = 0
-
-
-def torch_load_weights(path: Path, allowed: Sequence[type] = (), noun: str = "weights file"):
-    """``torch.load(weights_only=True)`` with its failures turned into our error types.
-
-    ``allowed`` are classes the file may hold besides tensors and plain containers
-    (rosinality's checkpoints: ``argparse.Namespace``); ``noun`` names the file in messages.
-    """
-    also = f" (beyond tensors and plain containers: {', '.join(c.__name__ for c in allowed)})" if allowed else ""
-    try:
-        with torch.serialization.safe_globals(list(allowed)):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as exc:
-        raise ModelFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except pickle.UnpicklingError as exc:
-        msg = str(exc)
-        # torch names the refused global as 'GLOBAL module.name' (or 'Unsupported class' before 2.4).
-        m = re.search(r"(?:GLOBAL|Unsupported class)\s+([\w.]+)", msg)
-        if m:
-            raise UnsafePickleError(f"{path}: {noun} asks for {m.group(1)}, which a weights-only load does "
-                                    f"not allow{also}; refusing to load it") from None
-        # torch explains a refused load over several lines; keep the one that says why.
-        lines = [line.strip() for line in msg.splitlines()
-                 if line.strip() and not line.startswith("Check the documentation")]
-        found = re.search(r"WeightsUnpickler error: \s*(.+)", msg)
-        detail = (found.group(1) if found else lines[-1] if lines else "corrupt pickle").strip()[:200]
-        if re.search(r"unsupported class|unrecognized function|not an allowed", detail, re.IGNORECASE):
-            raise UnsafePickleError(f"{path}: {detail}; refusing to load it") from None
-        raise ModelFormatError(f"{path}: not a readable torch {noun} ({detail})") from exc
-    except Exception as exc:  # RuntimeError (bad zip), EOFError (truncated), ...
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise ModelFormatError(f"{path}: not a readable torch {noun} ({type(exc).__name__}: {first[:200]})") from exc
 
 
 def _tensor_dict(obj, path: Path) -> Dict[str, torch.Tensor]:

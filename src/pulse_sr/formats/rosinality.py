@@ -30,7 +30,7 @@ import torch
 from ..errors import ModelFormatError
 from .common import Format, LoadedWeights, check_keys, count_indexed, shape_of
 from .nvidia_generators import generator_from_state
-from .pulse_pt import torch_load_weights
+from .torch_files import torch_load_weights
 from .restricted_pickle import plain
 from .stylegan2_layout import (DEFAULT_FILTER, MAX_MAPPING_LAYERS, check_dim, check_resolution, filter_buffer,
                                finish_state, generator_kwargs)

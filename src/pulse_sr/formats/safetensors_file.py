@@ -20,7 +20,7 @@ import struct
 from pathlib import Path
 from typing import Optional, Tuple
 
-from ..errors import ModelFormatError
+from ..errors import ModelFormatError, PulseError
 from .common import Format, LoadedWeights
 
 FORMAT_KEY = "pulse_sr_format"
@@ -36,7 +36,13 @@ def read_header(path) -> dict:
 
     Raises ModelFormatError for a file that is not safetensors.
     """
+    from ..safe_paths import require_regular_file
+
     path = Path(path)
+    try:
+        require_regular_file(path, "safetensors file")
+    except PulseError as exc:
+        raise ModelFormatError(str(exc)) from None
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -47,13 +53,32 @@ def read_header(path) -> dict:
             if not 2 <= n <= min(size - 8, MAX_HEADER_BYTES):
                 raise ValueError(f"implausible header length {n}")
             header = json.loads(f.read(n))
+        _check_json_depth(header, str(path))
     except OSError as exc:
         raise ModelFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except RecursionError:
+        raise ModelFormatError(f"{path}: not a readable safetensors file (its header nests too deeply)") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{path}: not a readable safetensors file ({exc})") from exc
+        raise ModelFormatError(f"{path}: not a readable safetensors file ({str(exc)[:200]})") from exc
     if not isinstance(header, dict):
         raise ModelFormatError(f"{path}: not a readable safetensors file (header is not a JSON object)")
     return header
+
+
+MAX_JSON_DEPTH = 100
+
+
+def _check_json_depth(obj, what: str) -> None:
+    """ModelFormatError if JSON containers nest deeper than MAX_JSON_DEPTH (no torch needed, no recursion)."""
+    stack = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ModelFormatError(f"{what}: JSON nested over {MAX_JSON_DEPTH} deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def read_metadata(path) -> dict:
@@ -91,8 +116,12 @@ def read_pulse_header(path) -> Tuple[dict, dict]:
     try:
         config = json.loads(meta[CONFIG_KEY])
         extras = json.loads(meta.get(EXTRAS_KEY, "{}"))
+        _check_json_depth(config, str(path))
+        _check_json_depth(extras, str(path))
+    except RecursionError:
+        raise ModelFormatError(f"{path}: bad pulse-sr config (nested too deeply)") from None
     except (KeyError, ValueError, TypeError) as exc:
-        raise ModelFormatError(f"{path}: bad pulse-sr config ({exc})") from exc
+        raise ModelFormatError(f"{path}: bad pulse-sr config ({str(exc)[:200]})") from exc
     if not (isinstance(config, dict) and isinstance(extras, dict)):
         raise ModelFormatError(f"{path}: bad pulse-sr config (not a JSON object)")
     family = config.get("family", "stylegan1")
@@ -108,9 +137,10 @@ def save_generator(G, path, gaussian_fit=None, extras: Optional[dict] = None, ha
     ``prior`` (or, by its older name, ``gaussian_fit``) is a GaussianPrior or a ``{'mean', 'std'}`` dict.
     """
     import os
-    import secrets
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from ..safe_paths import create_new
 
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}
@@ -123,12 +153,14 @@ def save_generator(G, path, gaussian_fit=None, extras: Optional[dict] = None, ha
     meta = {FORMAT_KEY: FORMAT_PREFIX + G.family, CONFIG_KEY: json.dumps(G.cfg.to_dict()),
             EXTRAS_KEY: json.dumps(extras or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
+        with create_new(tmp) as f:  # a new file, never through a planted link; then one rename
+            f.write(save(tensors, metadata=meta))
+        os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
     return path
 
 

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterator, Tuple
 
-from ..errors import ModelFormatError
+from ..errors import ModelFormatError, PulseError
 from .common import Format
 from .safetensors_file import read_header
 
@@ -42,6 +42,7 @@ def detect_format(path) -> Format:
     Raises ModelFormatError for unreadable, empty or unrecognised files.
     """
     path = Path(path)
+    _regular_model_file(path)
     try:
         with open(path, "rb") as f:
             head = f.read(64)
@@ -64,6 +65,17 @@ def detect_format(path) -> Format:
         f"{path}: unrecognised model file (first bytes {head[:8].hex()}); expected an NVIDIA StyleGAN, "
         f"StyleGAN2(-ADA) or StyleGAN3 .pkl, a rosinality stylegan2-pytorch .pt checkpoint, a PULSE .pt "
         f"state dict or a pulse-sr .safetensors file")
+
+
+def _regular_model_file(path: Path) -> None:
+    from ..safe_paths import require_regular_file
+
+    if not path.exists():
+        raise ModelFormatError(f"{path}: cannot read (no such file)")
+    try:
+        require_regular_file(path, "model file")
+    except PulseError as exc:
+        raise ModelFormatError(str(exc)) from None
 
 
 # How far into a file the sniffers read pickle opcodes (tensor bytes are skipped past, not parsed).

@@ -29,6 +29,7 @@ population value lies and can sit below the plug-in estimate itself.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
@@ -40,6 +41,10 @@ from ..errors import FaceEmbedderUnavailable, InputImageError
 CHIP = 150                   # dlib's face-recognition input size.
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 K_NEIGHBOURS = 3             # Kynkäänniemi et al. 2019, Sec. 3.
+MIN_IMAGES = K_NEIGHBOURS + 2  # fewer leave no k-th neighbour to measure radii by
+MIN_CROP_SIDE = 16           # smaller images hold no face to embed
+
+log = logging.getLogger(__name__)
 
 
 
@@ -129,6 +134,9 @@ class QualityReport:
 def compare(real: np.ndarray, fake: np.ndarray, *, bootstrap: int = 200, seed: int = 0,
             pr_max: int = 5000) -> QualityReport:
     """FD-dlib with a bootstrap 95 % interval (both sets resampled with replacement), precision, recall."""
+    if min(len(real), len(fake)) < MIN_IMAGES:
+        raise InputImageError(f"FD-dlib needs at least {MIN_IMAGES} images on each side, got {len(real)} real "
+                              f"and {len(fake)} generated")
     rng = np.random.default_rng(seed)
     values = [fd(real[rng.integers(0, len(real), len(real))], fake[rng.integers(0, len(fake), len(fake))])
               for _ in range(bootstrap)]
@@ -153,18 +161,32 @@ def compare(real: np.ndarray, fake: np.ndarray, *, bootstrap: int = 200, seed: i
 def load_crops(folder, resolution: int, n: Optional[int] = None, seed: int = 0) -> torch.Tensor:
     """(N, 3, R, R) in [0, 1]: the crops of ``folder`` (all, sorted, or a seeded sample of n),
     resized to the model's resolution exactly as ``pulse train`` resizes its data."""
-    from PIL import Image
 
     from ..images import IMAGE_SUFFIXES
     from ..train.dataset import resize_crop
 
-    files: Sequence[Path] = sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputImageError(f"{folder}: no images")
+    from ..images import expand_inputs, load_rgb
+
+    files: Sequence[Path] = [f for f in expand_inputs([folder]) if f.suffix.lower() in IMAGE_SUFFIXES]
     if n is not None and n < len(files):
         keep = np.random.default_rng(seed).choice(len(files), n, replace=False)
         files = [files[i] for i in sorted(keep)]
-    arr = np.stack([resize_crop(Image.open(f), resolution) for f in files])
+    crops = []
+    for f in files:
+        try:
+            img = load_rgb(f)
+        except InputImageError as exc:
+            log.warning("%s; skipped", exc)
+            continue
+        if min(img.size) < MIN_CROP_SIDE:
+            log.warning("%s: %d×%d is too small to embed as a face (at least %d px); skipped", f, *img.size,
+                        MIN_CROP_SIDE)
+            continue
+        crops.append(resize_crop(img, resolution))
+    if len(crops) < MIN_IMAGES:
+        raise InputImageError(f"{folder}: {len(crops)} usable image(s); FD-dlib, precision and recall need at "
+                              f"least {MIN_IMAGES} (the {K_NEIGHBOURS}-nearest-neighbour radii)")
+    arr = np.stack(crops)
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
 
 

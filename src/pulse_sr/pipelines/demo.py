@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..images import make_grid, save_image
 from ..ops.resample import bicubic_downscale, upscale_bicubic
 from ..runtime import tune
+from ..safe_paths import write_text
 from ..search import PulseOptions, upsample
 from .upsample.report import IMAGINARY_NOTE
 
@@ -93,5 +94,5 @@ def run_demo(model, out_dir, job: DemoJob = DemoJob(), *, device=None,
                           for s, ok, l2 in zip(res.seeds, res.success, res.best_l2)],
               "note": IMAGINARY_NOTE}
     paths["report"] = out_dir / f"demo_{tag}_report.json"
-    paths["report"].write_text(json.dumps(report, indent=2))
+    write_text(paths["report"], json.dumps(report, indent=2, allow_nan=False))
     return DemoResult(paths, res, report)

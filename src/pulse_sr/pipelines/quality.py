@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import SettingsError
 from ..metrics import fd_dlib
+from ..safe_paths import write_text
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,5 @@ def measure_quality(real_dir, job: QualityJob = QualityJob(), *, model=None, out
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, out)
+        write_text(out, json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n")
     return result

@@ -27,16 +27,22 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple, TypeVar
 
+from ..errors import PeerMissingError, SettingsError
 from ..runtime import pick_device
 
+_log = logging.getLogger(__name__)
+
 PARTS = ".pulse-parts"
-# Ranks wait for each other at the end of the run for as long as the slowest
-# one works; a dead rank ends the whole job through torchrun, not through this.
-WAIT = datetime.timedelta(days=30)
+# How long a rank waits for its peers to join the process group (and bounds each collective):
+# PULSE_DIST_TIMEOUT seconds, 30 minutes by default. At the end of a run ranks wait for the slowest
+# one through the part files instead (wait_for_peers), so long shares never hit this limit.
+JOIN_TIMEOUT = datetime.timedelta(minutes=30)
+FINISHED = "finished"  # the part-file event a rank writes when its share is done
 
 T = TypeVar("T")
 
@@ -81,6 +87,22 @@ class Ranks:
 
     def prefix(self) -> str:
         return f"[rank {self.rank}/{self.world}] " if self.sharded else ""
+
+    def wait_for_peers(self, out_dir: Path, run: str, poll: float = 1.0) -> None:
+        """Return once every rank has written its ``finished`` record for ``run`` to its part file.
+
+        Waiting on the shared folder, not in a collective, has no time limit: a slow share is not an
+        error (a dead rank ends the job through torchrun). Call after writing this rank's own record.
+        """
+        import time
+
+        if not self.sharded:
+            return
+        while True:
+            done = {r.get("rank") for r in read_parts(out_dir) if r.get("event") == FINISHED and r.get("run") == run}
+            if len(done) >= self.world:
+                return
+            time.sleep(poll)
 
 
 def ranks_from_env(env=None) -> Ranks:
@@ -148,13 +170,35 @@ def session(device=None, env=None) -> Iterator[Tuple[Ranks, object]]:
     dev = rank_device(device, ranks)
     backend = "nccl" if dev.type == "cuda" else "gloo"
     kwargs = {"device_id": dev} if dev.type == "cuda" else {}
-    dist.init_process_group(backend, timeout=WAIT, **kwargs)
+    timeout = join_timeout()
+    try:
+        dist.init_process_group(backend, timeout=timeout, **kwargs)
+    except Exception as exc:  # DistNetworkError, DistStoreError, TimeoutError, RuntimeError ...
+        others = [r for r in range(ranks.world) if r != ranks.rank]
+        who = f"rank {others[0]}" if len(others) == 1 else f"some of ranks {others[0]}-{others[-1]}"
+        raise PeerMissingError(
+            f"rank {ranks.rank} of {ranks.world}: {who} never joined within {timeout.total_seconds():.0f} s "
+            f"({type(exc).__name__}); start every rank (torchrun does), or raise PULSE_DIST_TIMEOUT") from None
     yield dataclasses.replace(ranks, joined=True), dev
     # Tear down together: a rank that destroys the group while a peer still holds its
     # connections can abort at exit ("terminate called without an active exception").
     # After an exception there is no barrier: the rank exits non-zero and torchrun ends the job.
     dist.barrier()
     dist.destroy_process_group()
+
+
+def join_timeout() -> datetime.timedelta:
+    """PULSE_DIST_TIMEOUT (seconds), else :data:`JOIN_TIMEOUT`."""
+    text = os.environ.get("PULSE_DIST_TIMEOUT", "")
+    try:
+        seconds = float(text) if text else None
+    except ValueError:
+        raise SettingsError(f"PULSE_DIST_TIMEOUT={text[:40]!r} is not a number of seconds") from None
+    if seconds is None:
+        return JOIN_TIMEOUT
+    if not (seconds > 0 and seconds < 1e9):
+        raise SettingsError(f"PULSE_DIST_TIMEOUT={text[:40]!r} must be a positive number of seconds")
+    return datetime.timedelta(seconds=seconds)
 
 
 def digest(obj) -> str:
@@ -177,15 +221,16 @@ class PartLog:
     """
 
     def __init__(self, out_dir: Path, ranks: Ranks):
-        self.folder = Path(out_dir) / PARTS
-        self.folder.mkdir(parents=True, exist_ok=True)
+        from ..safe_paths import open_append, real_dir
+
+        self.folder = real_dir(Path(out_dir) / PARTS, Path(out_dir))  # never through a planted link
         self.path = self.folder / f"rank{ranks.rank}.jsonl"
-        self._f = open(self.path, "a")
+        self._f = open_append(self.path)
         if self._f.tell() and not self.path.read_bytes().endswith(b"\n"):
             self._f.write("\n")  # end a torn line left by a killed run, so the next line parses
 
     def write(self, *records: dict) -> None:
-        self._f.write("".join(json.dumps(r) + "\n" for r in records))
+        self._f.write("".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
         self._f.flush()
         os.fsync(self._f.fileno())
 
@@ -199,23 +244,38 @@ class PartLog:
         self.close()
 
 
-def read_parts(out_dir: Path) -> List[dict]:
-    """Every record in ``OUT/.pulse-parts/*.jsonl``, file by file in name order; torn lines are skipped."""
-    folder = Path(out_dir) / PARTS
+def read_parts(out_dir: Path, validate=None):
+    """Every record in ``OUT/.pulse-parts/*.jsonl``, file by file in name order; torn lines are skipped.
+
+    With ``validate(record) -> bool``, returns ``(records, {file: [lines that failed]})`` instead:
+    a record with a missing or mistyped field never reaches the code that merges them.
+    """
+    from ..safe_paths import listed_files
+
     records: List[dict] = []
-    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else ():
+    bad: dict = {}
+    for path in listed_files(Path(out_dir) / PARTS, "*.jsonl"):  # a planted link to another folder: nothing
         try:
             text = path.read_text()
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             continue
-        for line in text.splitlines():
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
             try:
-                rec = json.loads(line)
+                rec = json.loads(line, parse_constant=_no_constants)
             except ValueError:
+                if i < len(lines) - 1 or text.endswith("\n"):  # not the torn last line of a killed run
+                    bad.setdefault(path, []).append(line)
                 continue
-            if isinstance(rec, dict):
+            if validate is not None and not validate(rec):
+                bad.setdefault(path, []).append(line)
+            elif isinstance(rec, dict):
                 records.append(rec)
-    return records
+    return records if validate is None else (records, bad)
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def interrupted(records: Sequence[dict]) -> List[dict]:
@@ -224,7 +284,7 @@ def interrupted(records: Sequence[dict]) -> List[dict]:
     A unit is settled by a ``done`` or ``error`` record for it in any part file,
     which also covers a rerun that finished it on another rank.
     """
-    settled = {r["unit"] for r in records if r.get("event") in ("done", "error") and "unit" in r}
+    settled = {r["unit"] for r in records if r.get("event") in ("done", "error") and isinstance(r.get("unit"), str)}
     seen, out = set(), []
     for r in records:
         if r.get("event") == "start" and r.get("unit") not in settled and r.get("unit") not in seen:
@@ -235,17 +295,48 @@ def interrupted(records: Sequence[dict]) -> List[dict]:
 
 def clear_parts(out_dir: Path, keep: Optional[Sequence[dict]] = None) -> None:
     """Remove the part files once their records are merged; ``keep`` records are written back to one file."""
+    from ..safe_paths import create_new, listed_files, remove, remove_dir_if_empty
+
     folder = Path(out_dir) / PARTS
+    if folder.is_symlink():
+        remove(folder)  # a planted link: only the link goes, never a file of the folder it points to
+        return
     if not folder.is_dir():
         return
     if keep:
-        tmp = folder / ".carried.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        tmp = folder / f".carried.{os.getpid()}.tmp"
+        with create_new(tmp, binary=False) as f:
+            f.write("".join(json.dumps(r, allow_nan=False) + "\n" for r in keep))
         os.replace(tmp, folder / "carried.jsonl")
-    for path in folder.glob("*.jsonl"):
+    for path in listed_files(folder, "*.jsonl"):
         if keep and path.name == "carried.jsonl":
             continue
-        path.unlink(missing_ok=True)
+        remove(path)
     if not keep:
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+        remove_dir_if_empty(folder)
+
+
+def set_aside(path: Path, text: str) -> Path:
+    """A copy of a state file that does not validate, next to it, for the user to look at."""
+    import time
+
+    from ..safe_paths import write_text
+
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    aside = Path(path).with_name(f"{Path(path).name}.bad-{stamp}")
+    try:
+        return write_text(aside, text)
+    except OSError:
+        return aside
+
+
+def read_valid_parts(out_dir: Path, validate, seen: set) -> List[dict]:
+    """The part records that ``validate``; the lines that do not are copied aside once per file (in ``seen``)."""
+    records, bad = read_parts(out_dir, validate=validate)
+    for path, lines in bad.items():
+        if path in seen:
+            continue
+        seen.add(path)
+        aside = set_aside(path, "".join(line + "\n" for line in lines))
+        _log.warning("%s: %d record(s) this version cannot read; set aside in %s", path, len(lines), aside.name)
+    return records

@@ -36,7 +36,7 @@ from ..errors import InputSizeError, SettingsError
 from ..ops.measurement import Measurement, NoiseModel
 from ..ops.operators import Compose, as_operator
 from .losses import PulseLoss
-from .options import PulseOptions
+from .options import PulseOptions, check_seed
 from .schedules import lr_factor, make_optimizer
 from .sphere import project_, vector_norms
 
@@ -197,7 +197,7 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     per_input = [int(x) for x in seed] if isinstance(seed, (list, tuple)) else [int(seed)] * n_inputs
     if len(per_input) != n_inputs:
         raise SettingsError(f"seed: got {len(per_input)} seeds for {n_inputs} inputs")
-    seeds = [s + k for s in per_input for k in range(samples)]
+    seeds = [check_seed(s + k) for s in per_input for k in range(samples)]
     measured = Measurement.of(op, lr, noise).to(dev).repeat(samples)
     eps = measured.eps(opts.eps)
     warnings: List[str] = []

@@ -15,6 +15,15 @@ from .losses import parse_loss
 from .schedules import OPTIMIZERS, SCHEDULES
 
 NOISE_TYPES = ("zero", "fixed", "trainable")
+# Seeds are torch.Generator seeds (at most 2**64 - 1), and sample k of seed s uses s + k.
+MAX_SEED = 2 ** 63 - 1
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """``seed`` as an int in [0, MAX_SEED], else a one-line SettingsError."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise SettingsError(f"{what} must be a whole number from 0 to {MAX_SEED}, got {str(seed)[:40]}")
+    return seed
 
 
 def option(default, help: str, **meta):

@@ -8,6 +8,7 @@ small enough to carry to a GPU machine.
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -16,12 +17,17 @@ import torch
 from PIL import Image
 
 from ..errors import InputImageError
-from ..images import IMAGE_SUFFIXES, to_rgb
+from ..images import IMAGE_SUFFIXES, load_rgb, to_rgb
+
+log = logging.getLogger(__name__)
 
 
 def list_images(folder) -> List[Path]:
-    folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of ``folder`` (not recursive); FIFOs, folders and other special files are skipped,
+    with a line each, as ``pulse upsample`` does."""
+    from ..images import expand_inputs
+
+    return [p for p in expand_inputs([folder])]
 
 
 def resize_crop(img: Image.Image, resolution: int) -> np.ndarray:
@@ -41,10 +47,15 @@ def load_folder(folder, resolution: int, limit: int = 0,
         raise InputImageError(f"{folder}: no PNG/JPEG/WebP/BMP images found; train on a folder of aligned "
                               f"face crops or a .npz pack (pulse_sr.train.dataset.write_pack)")
     images = []
-    for f in files:
-        images.append(resize_crop(Image.open(f), resolution))
+    for i, f in enumerate(files):
+        try:
+            images.append(resize_crop(load_rgb(f), resolution))
+        except InputImageError as exc:  # one bad image is a line, not the end of the run
+            log.warning("%s; skipped", exc)
         if progress is not None:
-            progress(len(images), len(files))
+            progress(i + 1, len(files))
+    if not images:
+        raise InputImageError(f"{folder}: none of its {len(files)} images could be read")
     arr = np.stack(images)
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
@@ -80,7 +91,7 @@ def check_source(source) -> None:
     checked before any network is built or any folder is made."""
     source = Path(source)
     if source.is_dir():
-        if not list_images(source):
+        if not any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in source.iterdir()):
             raise InputImageError(f"{source}: no PNG/JPEG/WebP/BMP images found; train on a folder of aligned "
                                   f"face crops or a .npz pack (pulse_sr.train.dataset.write_pack)")
     elif not (source.is_file() and source.suffix == ".npz"):

@@ -11,6 +11,8 @@ import copy
 import dataclasses
 import json
 import logging
+import math
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 
 from ..errors import SettingsError
 from ..runtime import pick_device
+from ..safe_paths import create_new, open_append
 from ..images import make_grid, save_image
 from ..formats.safetensors_file import save_generator
 from ..networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
@@ -62,6 +65,34 @@ class TrainOptions:
     init: str = ""                     # Start G and G_ema from this pulse-sr .safetensors (same architecture).
 
 
+    def validate(self) -> None:
+        """A one-line SettingsError for any value that cannot train (before anything is built or read)."""
+        def finite(name, low=None, low_open=False):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
+                    (low is not None and (v <= low if low_open else v < low)):
+                bound = "" if low is None else f" {'above' if low_open else 'at least'} {low}"
+                raise SettingsError(f"--{name.replace('_', '-')} must be a finite number{bound}, got {v}")
+        for name in ("lr", "ema_kimg", "sample_every_kimg", "checkpoint_every_kimg", "total_kimg"):
+            finite(name, 0, low_open=True)
+        for name in ("r1_gamma", "max_minutes"):
+            finite(name, 0)
+        for name in ("batch", "r1_interval", "log_every", "latent_dim", "w_dim", "mapping_layers", "fmap_base",
+                     "fmap_max", "d_channel_base", "d_channel_max"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SettingsError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {v}")
+        for name in ("limit", "threads", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise SettingsError(f"--{name.replace('_', '-')} must be a whole number of at least 0, got {v}")
+        if not 0 <= self.style_mixing <= 1:
+            raise SettingsError(f"--style-mixing must be from 0 to 1, got {self.style_mixing}")
+        r = self.resolution
+        if not (isinstance(r, int) and 8 <= r <= 1024 and r & (r - 1) == 0):
+            raise SettingsError(f"--resolution must be a power of two from 8 to 1024, got {r}")
+
+
 def save_grid(images: torch.Tensor, path, nrow: int) -> None:
     """(N, 3, H, W) in [-1, 1] -> PNG grid with ``nrow`` images per row."""
     x = (images.detach().float().cpu() + 1) / 2
@@ -73,7 +104,7 @@ def _init_from(G, G_ema, path, cfg) -> None:
     from ..formats.safetensors_file import load_saved_generator
 
     src = load_saved_generator(path).generator
-    if src.cfg.to_dict() != cfg.to_dict():
+    if src.cfg != cfg:
         raise SettingsError(f"--init {path}: its config {src.cfg.to_dict()} differs from the requested {cfg.to_dict()}")
     G.load_state_dict(src.state_dict())
     G_ema.load_state_dict(src.state_dict())
@@ -96,6 +127,7 @@ def train(opts: TrainOptions, progress=None) -> Path:
     Losses, images/s and checkpoints are logged; ``progress(done, total)`` follows the
     loading of a folder of images.
     """
+    opts.validate()
     check_source(opts.data)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,8 +158,10 @@ def train(opts: TrainOptions, progress=None) -> Path:
         _init_from(G, G_ema, opts.init, cfg)
         log.info(f"G and G_ema start from {opts.init}; D starts fresh")
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ck["config"] != cfg.to_dict():
+        from ..formats.torch_files import torch_load_weights
+
+        ck = torch_load_weights(ckpt_path, noun="training checkpoint")  # checked, weights-only, on the CPU
+        if StyleGAN1Config.from_dict(ck["config"]) != cfg:  # files before the family tag compare too
             raise SettingsError(f"{ckpt_path}: checkpoint config {ck['config']} differs from the requested "
                              f"{cfg.to_dict()}; use another --out or the same options")
         G.load_state_dict(ck["G"])
@@ -158,10 +192,12 @@ def train(opts: TrainOptions, progress=None) -> Path:
         return x
 
     def snapshot(final: bool = False) -> None:
-        torch.save({"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
-                    "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "nimg": nimg,
-                    "config": cfg.to_dict()}, out / "checkpoint.tmp")
-        (out / "checkpoint.tmp").replace(ckpt_path)
+        tmp = out / f".checkpoint.{os.getpid()}.tmp"
+        with create_new(tmp) as f:  # never through a link planted in OUT (see pulse_sr.safe_paths)
+            torch.save({"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+                        "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "nimg": nimg,
+                        "config": cfg.to_dict()}, f)
+        os.replace(tmp, ckpt_path)
         with torch.no_grad():
             ws = G_ema.mapping(grid_z)[:, None].expand(-1, cfg.num_ws, -1)
             imgs = G_ema.synthesize(ws, grid_noise)
@@ -226,7 +262,7 @@ def train(opts: TrainOptions, progress=None) -> Path:
                    "loss_D": round(loss_D.item(), 4), "r1": round(stats.get("r1", float("nan")), 4),
                    "img_per_s": round(rate, 1), "minutes": round((now - start) / 60, 2)}
             log.info(" ".join(f"{k} {v}" for k, v in rec.items()))
-            with open(out / "log.jsonl", "a") as f:
+            with open_append(out / "log.jsonl") as f:
                 f.write(json.dumps(rec) + "\n")
         if nimg >= next_sample or nimg >= next_ckpt:
             snapshot()

@@ -55,6 +55,16 @@ class ServeSettings:
     max_steps: int = 1000
 
 
+# The one answer to an Operator box that names a file: the same bytes whatever the path is (missing, a
+# folder, a non-image, a real image), so the page tells a visitor nothing about the server's files.
+MASK_REFUSED = ("The Operator box takes no file paths (mask:PATH). To count only some pixels, upload a mask "
+                "image in the Mask field instead.")
+
+
+def _refuse_paths(path: str):
+    raise UploadError(MASK_REFUSED)
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchRequest:
     """What the page's form asks for (values as the widgets give them; :meth:`Runner.search` checks them)."""
@@ -69,6 +79,7 @@ class SearchRequest:
     early_stop: bool = False
     align: bool = False
     operator: str = ""             # "" for detected
+    mask: Optional[str] = None     # an uploaded mask image (white = the pixels that count), or None
 
 
 def _png_data_uri(x) -> str:
@@ -169,8 +180,11 @@ class Runner:
         try:
             with Image.open(p) as img:
                 w, h = img.size
-        except (UnidentifiedImageError, OSError, ValueError):
-            raise UploadError(f"{p.name} is not an image this server can read (PNG, JPEG, WebP or BMP).") \
+        except Image.DecompressionBombError:
+            raise UploadError(f"The image has far more pixels than this server takes (at most "
+                              f"{self.settings.max_pixels / 1e6:.0f} MP). Shrink or crop it first.") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            raise UploadError(f"{p.name[:80]} is not an image this server can read (PNG, JPEG, WebP or BMP).") \
                 from None
         if w * h > self.settings.max_pixels:
             raise UploadError(f"The image is {w}×{h} = {w * h / 1e6:.1f} MP; this server takes at most "
@@ -192,6 +206,8 @@ class Runner:
 
     def search(self, session: str, request: SearchRequest):
         """Run one search; yields ("progress", text, fraction) and finally ("done", html, zip path, text)."""
+        from ..images import read_mask as read_image_file
+        from ..ops.operators.base import split_terms
         from ..pipelines.upsample import AlignMode, RunContext, UpsampleJob, upsample_files
         from ..search import PulseOptions
 
@@ -205,11 +221,35 @@ class Runner:
         samples = int(min(max(int(request.samples or 1), 1), self.settings.max_samples))
         steps = int(min(max(int(request.steps or 1), 1), self.settings.max_steps))
         size = None if request.lr_size in (None, "", "as uploaded") else int(request.lr_size)
-        seed = None if request.seed in (None, "") else int(request.seed)
+        try:
+            seed = None if str(request.seed if request.seed is not None else "").strip() == "" else int(request.seed)
+        except (TypeError, ValueError):
+            raise UploadError(f"The seed must be a whole number, or empty for a random one; got "
+                              f"{str(request.seed)[:80]!r}.") from None
         opts = PulseOptions(steps=steps, early_stop=bool(request.early_stop))
-        job = UpsampleJob(opts, samples=samples, seed=seed, lr_size=size,
-                          align=AlignMode.WARP if request.align else AlignMode.OFF,
-                          operator=(request.operator or "").strip() or None)
+        spec = (request.operator or "").strip()
+        if spec:
+            try:
+                terms = split_terms(spec)
+            except PulseError as exc:
+                raise UploadError(str(exc)) from None
+            if any(t.lower().startswith("mask:") for t in terms):
+                raise UploadError(MASK_REFUSED)
+        mask_path = None
+        if request.mask:
+            mask_path = self.check_upload(request.mask)
+            spec = f"{spec}+mask:{mask_path}" if spec else f"mask:{mask_path}"
+        try:
+            job = UpsampleJob(opts, samples=samples, seed=seed, lr_size=size,
+                              align=AlignMode.WARP if request.align else AlignMode.OFF, operator=spec or None)
+        except PulseError as exc:
+            raise UploadError(str(exc)) from None
+
+        def read_mask(path: str):
+            # Only the mask this request uploaded is ever read; any other path gets the one refusal.
+            if mask_path is None or path != str(mask_path):
+                _refuse_paths(path)
+            return read_image_file(path)
         # Fresh flags for this search: a cancelled one still running keeps (and obeys) its own.
         flags = self.flags[session] = {"stop": threading.Event(), "cancel": threading.Event()}
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.workdir))
@@ -227,7 +267,8 @@ class Runner:
             try:
                 with self.lock:  # one search per device, whatever Gradio's queue does
                     report = upsample_files([src], model, run_dir / "out", job,
-                                            RunContext(progress=progress, stop=flags["stop"].is_set))
+                                            RunContext(progress=progress, stop=flags["stop"].is_set,
+                                                       read_mask=read_mask))
                 events.put(("done", report))
             except SearchCancelled:
                 events.put(("cancelled",))
@@ -371,6 +412,8 @@ def build_app(runner: Runner):
                 align = gr.Checkbox(False, label="Align: detect and crop the face in a photo", elem_id="align")
                 operator = gr.Textbox("", label="Operator (empty: detected; e.g. box:8@3,5, gray+bicubic:8, "
                                       "blur:gauss:1.5)", elem_id="operator")
+                mask = gr.File(label="Mask (optional): white where the input's pixels count, at its size",
+                               type="filepath", elem_id="mask")
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id="run")
                     stop_btn = gr.Button("Stop (keep best so far)", elem_id="stop")
@@ -382,15 +425,10 @@ def build_app(runner: Runner):
                 download = gr.File(label="Download all (PNGs + report.json)", elem_id="download",
                                    interactive=False)
 
-        def run(upload, example, model, lr_size, samples, steps, seed, early, align, operator, request: gr.Request,
+        def run(upload, example, model, lr_size, samples, steps, seed, early, align, operator, mask, request: gr.Request,
                 progress=gr.Progress()):
-            try:
-                seed = int(seed) if str(seed or "").strip() else ""
-            except ValueError:
-                raise gr.Error(f"The seed must be a whole number, or empty for a random one; got {str(seed)[:80]!r}.",
-                               print_exception=False) from None
             search = runner.search(request.session_hash, SearchRequest(upload, example, model, lr_size, samples,
-                                                                       steps, seed, early, align, operator))
+                                                                       steps, seed, early, align, operator, mask))
             try:
                 for ev in search:
                     if ev[0] == "progress":
@@ -405,7 +443,7 @@ def build_app(runner: Runner):
             finally:
                 search.close()
 
-        run_btn.click(run, [upload, example, model, lr_size, samples, steps, seed, early, align, operator],
+        run_btn.click(run, [upload, example, model, lr_size, samples, steps, seed, early, align, operator, mask],
                       [status, results, download], concurrency_limit=1, concurrency_id="search")
         stop_btn.click(_session_call(runner.stop), None, None, queue=False)
         # Cancel only raises the search's flag; the search then ends at its next step and its own
@@ -465,12 +503,20 @@ def serve(settings: ServeSettings, *, block: bool = True):
     if not block:
         return app, url, workdir
     log.info("PULSE is at %s  (Ctrl-C stops it)", url)
+
+    def terminated(signum, frame):  # `kill` stops the server as Ctrl-C does: the uploads go with it
+        raise KeyboardInterrupt
+
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         app.close()
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -150,12 +150,14 @@ def numbers(text: str, what: str, n: Optional[int] = None, kind=float) -> List:
     parts = [v for v in re.split(r"[,x×]", text) if v != ""]
     try:
         values = [kind(v) for v in parts]
-    except ValueError:
-        raise OperatorSpecError(f"{what}: {text!r} is not a list of numbers") from None
+    except (ValueError, OverflowError):
+        raise OperatorSpecError(f"{what}: {echo(text)} is not a list of numbers") from None
     if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-        raise OperatorSpecError(f"{what}: {text!r} holds a value that is not a finite number")
+        raise OperatorSpecError(f"{what}: {echo(text)} holds a value that is not a finite number")
+    if any(isinstance(v, int) and abs(v) > 1 << 20 for v in values):
+        raise OperatorSpecError(f"{what}: {echo(text)} holds a number out of range")
     if n is not None and len(values) != n:
-        raise OperatorSpecError(f"{what}: expected {n} numbers, got {text!r}")
+        raise OperatorSpecError(f"{what}: expected {n} numbers, got {echo(text)}")
     return values
 
 
@@ -210,20 +212,50 @@ def usages() -> str:
     return ", ".join(terms[:-1]) + f" and {terms[-1]}" if len(terms) > 1 else "".join(terms)
 
 
+# Limits on what a spec may ask for (issue "reliability, round 3"): a spec is user input, and the
+# CLI, the web page and reports echo it.
+MAX_SPEC_CHARS = 512       # longer specs are refused
+MAX_TERMS = 16             # each term runs every step: 20 000 grays would be 20 000 passes
+MAX_ECHO = 80              # errors quote at most this much of the bad input
+
+
+def echo(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` quoted for an error message, cut to ``limit`` characters."""
+    text = str(text)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
 def parse_term(term: str, ctx: SpecContext) -> Operator:
     """One ``+``-separated term of a spec, by the registry."""
     name, _, rest = term.strip().partition(":")
     cls = OPERATORS.get(name.strip().lower())
     if cls is None:
-        raise OperatorSpecError(f"unknown operator {name.strip().lower()!r}; the operators are {usages()}, "
+        raise OperatorSpecError(f"unknown operator {echo(name.strip().lower())}; the operators are {usages()}, "
                                 f"joined by +")
     return cls.from_spec(rest.strip(), ctx)
 
 
 def split_terms(spec: str) -> List[str]:
-    terms = [t.strip() for t in spec.split("+") if t.strip()]
+    """The ``+``-separated terms of a spec. A ``mask:`` term takes the rest of the spec as its path (so a
+    path may hold ``+``): write it last, as the canonical spec does."""
+    if not isinstance(spec, str):
+        raise OperatorSpecError(f"an operator spec is text, got {type(spec).__name__}")
+    if len(spec) > MAX_SPEC_CHARS:
+        raise OperatorSpecError(f"operator spec of {len(spec)} characters (at most {MAX_SPEC_CHARS}): {echo(spec)}")
+    terms: List[str] = []
+    rest = spec
+    while rest:
+        head, sep, rest = rest.partition("+")
+        if head.strip().lower().startswith("mask:"):
+            if re.search(r"\+\s*mask:", rest, re.IGNORECASE) or rest.strip().lower().startswith("mask:"):
+                raise OperatorSpecError("at most one mask:PATH term (combine the masks into one image)")
+            head, rest = head + sep + rest, ""
+        if head.strip():
+            terms.append(head.strip())
     if not terms:
         raise OperatorSpecError("empty operator spec")
+    if len(terms) > MAX_TERMS:
+        raise OperatorSpecError(f"{len(terms)} operator terms (at most {MAX_TERMS}): {echo(spec)}")
     return terms
 
 
@@ -235,7 +267,8 @@ def canonical_order(spec: str) -> str:
     for t in split_terms(spec):
         name, sep, rest = t.partition(":")
         name = name.strip().lower()
-        terms.append((OPERATORS[name].stage if name in OPERATORS else len(Stage), name + sep + rest.replace(" ", "")))
+        rest = rest.strip() if name == "mask" else rest.replace(" ", "")  # a path keeps its inner spaces
+        terms.append((OPERATORS[name].stage if name in OPERATORS else len(Stage), name + sep + rest))
     return "+".join(t for _, t in sorted(terms))
 
 
@@ -247,6 +280,10 @@ def compose(ops: Sequence[Operator], ctx: SpecContext,
             default: Callable[[int, int, int], Operator]) -> Compose:
     """Terms in stage order with exactly one resampling: ``default(h, w, R)`` when none is given."""
     ops = list(ops)
+    masks = [op for op in ops if op.name == "mask"]
+    if len(masks) > 1:
+        raise OperatorSpecError(f"{len(masks)} mask terms: at most one mask:PATH (combine the masks into one "
+                                f"image)")
     resampling = [op for op in ops if op.stage is Stage.RESAMPLE]
     if len(resampling) > 1:
         names = ", ".join(n for n, c in OPERATORS.items() if c.stage is Stage.RESAMPLE)

@@ -10,7 +10,10 @@ import torch.nn.functional as F
 
 from ...errors import OperatorSpecError
 from ..blur_kernels import gauss_kernel, motion_kernel
-from .base import Operator, SpecContext, Stage, fmt_number, numbers, register
+from .base import Operator, SpecContext, Stage, echo, fmt_number, numbers, register
+
+# Below this a Gaussian kernel is a single tap (and tinier values underflow to NaN).
+MIN_SIGMA = 0.05
 
 
 @register
@@ -29,6 +32,8 @@ class Blur(Operator):
 
     def __post_init__(self):
         self.params = tuple(float(p) for p in self.params)
+        if self.kind == "motion" and len(self.params) == 2:  # one angle per direction: the canonical spec
+            self.params = (self.params[0], self.params[1] % 360.0)
         self.kernel = gauss_kernel(*self.params) if self.kind == "gauss" else motion_kernel(*self.params)
 
     def __call__(self, hr):
@@ -41,17 +46,21 @@ class Blur(Operator):
     @classmethod
     def from_spec(cls, args: str, ctx: SpecContext) -> "Blur":
         kind, _, params = args.partition(":")
+        R = ctx.resolution
         if kind == "gauss":
             (sigma,) = numbers(params, "blur:gauss:σ", 1)
-            if not 0 < sigma <= 64:
-                raise OperatorSpecError(f"blur:gauss:{fmt_number(sigma)}: σ must be in (0, 64]")
+            # Its kernel (6σ + 1 taps) at most the HR image: a wider one costs memory and time for nothing.
+            if not MIN_SIGMA <= sigma <= R / 6:
+                raise OperatorSpecError(f"blur:gauss:{fmt_number(sigma)}: σ must be from {MIN_SIGMA} to "
+                                        f"{fmt_number(R / 6)} px (a sixth of the model's {R} px)")
             return cls("gauss", (sigma,))
         if kind == "motion":
             length, angle = numbers(params, "blur:motion:len,angle", 2)
-            if not 1 <= length <= 256:
-                raise OperatorSpecError(f"blur:motion:{fmt_number(length)}: the length must be from 1 to 256 px")
+            if not 1 <= length <= R:
+                raise OperatorSpecError(f"blur:motion:{fmt_number(length)}: the length must be from 1 to the "
+                                        f"model's {R} px")
             return cls("motion", (length, angle))
-        raise OperatorSpecError(f"blur:{kind}: the blurs are gauss:σ and motion:len,angle")
+        raise OperatorSpecError(f"blur:{echo(kind)}: the blurs are gauss:σ and motion:len,angle")
 
     def spec_args(self) -> str:
         return f"{self.kind}:" + ",".join(fmt_number(p) for p in self.params)

@@ -143,7 +143,9 @@ class Nearest(Operator):
         f_s, _, ph = args.partition("@")
         (f,) = numbers(f_s, "nearest:F", 1, int)
         phase = numbers(ph, "nearest:F@phase", None, int) if ph else [0]
-        px, py = (phase * 2)[:2] if len(phase) == 1 else phase[:2]
+        if len(phase) not in (1, 2):
+            raise OperatorSpecError(f"nearest:{f}@{ph}: the phase is one number or two (px,py), not {len(phase)}")
+        px, py = (phase * 2)[:2] if len(phase) == 1 else phase
         if f < 1 or R % f or (R // f, R // f) != (h, w):
             raise OperatorSpecError(f"nearest:{f} gives {R // max(f, 1)} px, but the input is {w}×{h}")
         if not (0 <= px < f and 0 <= py < f):

@@ -64,11 +64,17 @@ def parse_utkface(filename: str) -> Labels:
 
 def read_label_csv(path: str) -> Dict[str, Labels]:
     """Read a CSV of ``file,attr1[,attr2...]`` with a header; returns base name → labels."""
+    from ...errors import PulseError
+    from ...safe_paths import require_regular_file
+
     try:
+        require_regular_file(path, "label CSV")
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
-    except OSError as exc:
-        raise LabelError(f"{path}: cannot read the label CSV ({exc.strerror})") from exc
+    except PulseError as exc:
+        raise LabelError(str(exc)) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LabelError(f"{path}: cannot read the label CSV ({getattr(exc, 'strerror', None) or exc})") from None
     rows = [r for r in rows if any(c.strip() for c in r)]
     if not rows or len(rows[0]) < 2:
         raise LabelError(f"{path}: a label CSV needs a header row 'file,GROUP[,...]' "

@@ -8,6 +8,7 @@ from typing import List
 
 from ...images import make_grid, read_image, save_image
 from ...metrics.niqe import BLOCK_SIZE
+from ...safe_paths import write_text
 from .settings import CLEAN, GRID_RUNS, file_tag
 
 
@@ -15,8 +16,7 @@ def write_results(results: dict, records: List[dict], out_dir: Path) -> Path:
     path = Path(out_dir) / "results.json"
     data = dict(results)
     data["per_image"] = [{k: v for k, v in rec.items() if k != "signature"} for rec in records]
-    path.write_text(json.dumps(data, indent=1))
-    return path
+    return write_text(path, json.dumps(data, indent=1, allow_nan=False))
 
 
 def write_figures(records: List[dict], conditions: List[str], out_dir: Path, runs: int) -> List[Path]:
@@ -129,6 +129,4 @@ def write_report(results: dict, out_dir: Path) -> Path:
                   "and HR.", ""]
         for f in figs:
             lines += [f"![{f.stem}](figures/{f.name})", ""]
-    path = Path(out_dir) / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_text(Path(out_dir) / "report.md", "\n".join(lines))

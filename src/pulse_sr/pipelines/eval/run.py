@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import secrets
 from pathlib import Path
@@ -42,9 +43,10 @@ from ...metrics.niqe import niqe
 from ...ops.degrade import parse_degradations
 from ...ops.resample import bicubic_downscale, check_lr_size, upscale_bicubic, upscale_nearest
 from ...runtime import tune
+from ...safe_paths import real_dir, write_text
 from ...search import PulseOptions, upsample
 from ...search.losses import l2_per_sample
-from ..shards import PartLog, Ranks, clear_parts, digest, interrupted, read_parts, split
+from ..shards import FINISHED, PartLog, Ranks, clear_parts, digest, interrupted, read_parts, read_valid_parts, split
 from .labels import load_labels
 from .report import write_figures, write_report, write_results
 from .settings import CLEAN, GRID_RUNS, EvalSettings, condition_eps, condition_seed, file_tag, signature
@@ -53,11 +55,18 @@ from .summary import summarize
 log = logging.getLogger(__name__)
 
 
-def load_hr(path: Path, resolution: int):
+MIN_HR_SIDE = 8  # smaller "HR" images are not faces to evaluate (and at least the LR size)
+
+
+def load_hr(path: Path, resolution: int, lr_size: int = 1):
     """(3, R, R) HR tensor for the model, and the original size if it had to be resized."""
     from PIL import Image
 
     img = load_rgb(path)
+    least = max(MIN_HR_SIDE, lr_size)
+    if min(img.size) < least:
+        raise InputSizeError(f"{path}: {img.size[0]}×{img.size[1]} is too small for an HR face (at least "
+                             f"{least}×{least}, the LR size of this scale)")
     if img.size == (resolution, resolution):
         return pil_to_tensor(img), None
     if img.size[0] != img.size[1]:
@@ -93,7 +102,7 @@ class _Images:
             if len(self.cache) > 8:
                 self.cache.pop(next(iter(self.cache)))
             try:
-                hr, resized = load_hr(self.files[name], self.r)
+                hr, resized = load_hr(self.files[name], self.r, self.r // self.s.scale)
                 self.cache[name] = (hr, bicubic_downscale(hr[None], self.s.scale)[0], resized)
             except PulseError as exc:
                 self.cache[name] = exc
@@ -211,10 +220,48 @@ def _read_record(out_dir: Path, name: str, sig: dict) -> Optional[dict]:
 
 
 def _write_record(out_dir: Path, rec: dict) -> None:
-    path = record_path(out_dir, rec["file"])
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rec, indent=1))
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written record
+    # Atomic and never through a planted link: a crash never leaves a half-written record.
+    write_text(record_path(out_dir, rec["file"]), json.dumps(rec, indent=1, allow_nan=False))
+
+
+def _finite(*values) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
+def _valid_record(r) -> bool:
+    """An eval part record with every field the merge reads, of the right types, all numbers finite."""
+    if not isinstance(r, dict):
+        return False
+    event = r.get("event")
+    if event == "finished":
+        return isinstance(r.get("run"), str) and isinstance(r.get("rank"), int)
+    if not isinstance(r.get("unit"), str):
+        return False
+    if event == "start":
+        return True
+    if event == "finished":
+        return isinstance(r.get("run"), str) and isinstance(r.get("rank"), int)
+    if event == "error":
+        return all(isinstance(r.get(k), str) for k in ("file", "token", "error"))
+    if event != "done" or not (isinstance(r.get("file"), str) and isinstance(r.get("condition"), str)
+                               and isinstance(r.get("k"), int) and isinstance(r.get("data"), dict)):
+        return False
+    data, run = r["data"], r["data"].get("run")
+    if not (isinstance(run, dict) and isinstance(run.get("success"), bool) and isinstance(run.get("seed"), int)
+            and isinstance(run.get("steps"), int) and _finite(data.get("seconds"))
+            and _finite(*(run.get(k) for k in ("best_l2", "eps", "l2_clean", "l2_input")))):
+        return False
+    return all(v is None or _finite(v) for k, v in run.items() if k in ("psnr", "ssim", "niqe")) and \
+        (r["condition"] == CLEAN or _finite(data.get("l2_input_to_clean"))) and \
+        ("image" not in data or isinstance(data["image"], dict))
+
+
+def _eval_parts(out_dir: Path, set_aside: bool) -> List[dict]:
+    """The valid eval part records; with ``set_aside`` (once per run, at the plan), the others are copied
+    aside with a warning."""
+    if set_aside:
+        return read_valid_parts(out_dir, _valid_record, set())
+    return read_parts(out_dir, validate=_valid_record)[0]
 
 
 def _done_units(parts: List[dict], sig: dict) -> Dict[str, dict]:
@@ -287,6 +334,7 @@ def _evaluate(data_dir, model, out_dir: Path, opts: PulseOptions, s: EvalSetting
     files = sorted(files, key=lambda p: p.name)
     if s.n:
         files = files[:s.n]
+    load_labels(s.labels, [p.name for p in files])  # a missing or unreadable --labels: said now, not after the searches
     out_dir = Path(out_dir)
     sig = signature(model, opts, s, degradations)
     conditions = [CLEAN] + [d.name for d in degradations]
@@ -321,6 +369,9 @@ def _evaluate(data_dir, model, out_dir: Path, opts: PulseOptions, s: EvalSetting
                 what = ", ".join(f"{u[0]} {u[1]} run {u[2]}" for u in batch if u[0] not in failed)
                 log.info("[%d/%d] %s: %d/%d within eps, %.1f s", n + 1, len(mine), what, ok, len(done),
                          sum(d["data"]["seconds"] for d in done))
+        if ranks.sharded:
+            part.write({"event": FINISHED, "run": plan["token"], "rank": ranks.rank})
+    ranks.wait_for_peers(out_dir, plan["token"])  # however long the slowest share takes
     ranks.gather(None)  # every rank has written its part
     if not ranks.main:
         return EvalResult({"rank": ranks.rank, "world": ranks.world})
@@ -332,10 +383,11 @@ def _plan(out_dir: Path, files: List[Path], sig: dict, batches: List[list], rank
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputFolderError(f"--out {out_dir} is a file, not a folder; choose a folder for the results")
     try:
-        (out_dir / "per_image").mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        real_dir(out_dir / "per_image", out_dir)
     except OSError as exc:
         raise OutputFolderError(f"cannot create {out_dir} ({exc.strerror or exc})") from None
-    parts = read_parts(out_dir)
+    parts = _eval_parts(out_dir, set_aside=True)
     done = _done_units(parts, sig)
     recorded = {p.name for p in files if _read_record(out_dir, p.name, sig) is not None}
     todo = [i for i, b in enumerate(batches)
@@ -357,7 +409,7 @@ def _plan(out_dir: Path, files: List[Path], sig: dict, batches: List[list], rank
 def _merge(out_dir: Path, files: List[Path], sig: dict, conditions: List[str], s: EvalSettings, plan: dict,
            degradations, dev) -> dict:
     """Rank 0: per-image records from every part file, then results.json, report.md and figures."""
-    parts = read_parts(out_dir)
+    parts = _eval_parts(out_dir, set_aside=False)
     done = _done_units(parts, sig)
     records: Dict[str, dict] = {}
     for p in files:

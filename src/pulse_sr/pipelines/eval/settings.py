@@ -10,7 +10,7 @@ from ...errors import SettingsError
 from ...metrics.niqe import BLOCK_SIZE
 from ...ops.degrade import Degradation, parse_degradations
 from ...search import PulseOptions
-from ...search.options import option
+from ...search.options import check_seed, option
 
 EVAL_FORMAT = 3          # bump when per-image records change meaning (2: keyed by file name;
                          # 3: each (image, condition, run) searched as its own unit)
@@ -49,6 +49,7 @@ class EvalSettings:
             raise SettingsError(f"runs must be at least 1, got {self.runs}")
         if self.n is not None and self.n < 0:
             raise SettingsError(f"n must be at least 0 (0 = all), got {self.n}")
+        check_seed(self.seed + self.runs - 1, "--seed")
         if self.batch < 1:
             raise SettingsError(f"batch must be at least 1, got {self.batch}")
         if self.niqe_color not in ("gray", "y"):

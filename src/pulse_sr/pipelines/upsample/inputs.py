@@ -32,7 +32,7 @@ class PreparedInput:
 
 
 def prepare_inputs(path: Path, name: str, model, job: UpsampleJob,
-                   read_mask_file: Optional[MaskReader] = None) -> List[PreparedInput]:
+                   read_mask_file: Optional[MaskReader] = None, data: Optional[bytes] = None) -> List[PreparedInput]:
     """The searches of one input file: one, or one per face with ``job.align``.
 
     With ``AlignMode.WARP`` a LR photo's own pixels around each face are the
@@ -40,9 +40,10 @@ def prepare_inputs(path: Path, name: str, model, job: UpsampleJob,
     as large as the model's frame, or FFHQ-style crops) aligns and downscales each
     face first. Without an operator spec it is detected from the input: a mosaic
     gets ``box``, a grayscale input ``gray``, the rest ``bicubic`` or ``resize``.
+    ``data`` are the file's bytes if the caller read them (the bytes the resume key hashes).
     Raises a PulseError naming ``path`` for anything that makes the input unusable.
     """
-    img = load_rgb(path)
+    img = load_rgb(path, data)
     reader = read_mask_file or read_mask
     if job.align is not AlignMode.OFF:
         if job.align is AlignMode.WARP and job.operator is None and job.lr_size is None:

@@ -16,6 +16,7 @@ from ...errors import InputSizeError, SettingsError
 from ...ops.measurement import NoiseModel
 from ...ops.operators import MaskReader, canonical_order
 from ...search import PulseOptions
+from ...search.options import check_seed
 from ..shards import Ranks
 
 # progress(name, step, steps, info) after every search step; info as in pulse_sr.upsample.
@@ -70,6 +71,8 @@ class UpsampleJob:
     def validate(self, model) -> None:
         """Raise a one-line typed error for any value ``model`` cannot run."""
         self.options.validate()
+        if self.seed is not None:
+            check_seed(self.seed + self.samples - 1, "--seed")
         if self.samples < 1:
             raise SettingsError(f"samples must be at least 1, got {self.samples}")
         if self.lr_size is not None and not 1 <= self.lr_size <= model.resolution:

@@ -23,6 +23,7 @@ import dataclasses
 import errno
 import json
 import logging
+import math
 import os
 import socket
 from functools import partial
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
 from ...errors import EXIT_ERROR, OutputFolderError, exit_code
-from ..shards import PartLog, Ranks, clear_parts, interrupted, read_parts
+from ..shards import PartLog, Ranks, clear_parts, interrupted, read_valid_parts, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,27 @@ class ResultEntry:
 
     @classmethod
     def from_json(cls, d) -> "ResultEntry":
-        """An entry read back from a report or a part file; ValueError if it is not one."""
+        """An entry read back from a report or a part file; ValueError if it is not one (a missing or
+        mistyped field, a number that is not finite)."""
         if not isinstance(d, dict):
             raise ValueError("a result entry must be an object")
         known = {f.name for f in dataclasses.fields(cls)} - {"images"}
         missing = [k for k in cls._ORDER if k not in d and k != "spec"]
         if missing:
             raise ValueError(f"a result entry lacks {', '.join(missing)}")
+        for k, kinds in _TYPES.items():
+            v = d.get(k)
+            if k in d and not (isinstance(v, kinds) and not (isinstance(v, bool) and bool not in kinds)):
+                raise ValueError(f"a result entry's {k} is {type(v).__name__} {str(v)[:40]!r}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"a result entry's {k} is {v}, not a finite number")
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+_TYPES = {"input": (str,), "output": (str,), "downscaled": (str,), "residual": (str,), "success": (bool,),
+          "best_l2": (float, int), "eps": (float, int), "operator": (dict,), "spec": (str, type(None)),
+          "lr_error": (dict,), "best_step": (int,), "steps": (int,), "seconds": (float, int), "seed": (int,),
+          "run": (str,), "key": (str, type(None)), "stopped": (bool,), "spread": (str, type(None))}
 
 
 @dataclasses.dataclass
@@ -145,18 +159,23 @@ class UpsampleReport:
         """``report.json``, strict JSON with one line per result, replaced atomically."""
         d = self.to_json()
         errors, results = d.pop("errors"), d.pop("results")
+        from ...safe_paths import create_new
+
         dump = partial(json.dumps, allow_nan=False)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "w") as f:
+            with create_new(tmp, binary=False) as f:
                 f.write("{\n")
                 for key, value in d.items():
                     f.write(f"  {dump(key)}: {dump(value)},\n")
                 f.write('  "errors": [' + ",".join("\n    " + dump(e) for e in errors) + "],\n")
                 f.write('  "results": [' + ",".join("\n    " + dump(r) for r in results) + "\n  ]\n}\n")
+            if path.is_dir() and not path.is_symlink():
+                raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
             os.replace(tmp, path)
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp.is_symlink() or tmp.exists():
+                tmp.unlink()
 
     def within_eps(self) -> int:
         return sum(1 for r in self.results if r.success)
@@ -188,6 +207,31 @@ class Previous:
                            and not r.stopped for r in entries):
             return entries
         return None
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _valid_part_record(r) -> bool:
+    """A part record of pulse upsample: an event with the fields that event needs, of the right types."""
+    if not isinstance(r, dict):
+        return False
+    event = r.get("event")
+    if event == "run":
+        return isinstance(r.get("run"), str) and isinstance(r.get("settings"), dict)
+    if event == "finished":
+        return isinstance(r.get("run"), str) and isinstance(r.get("rank"), int)
+    if event in ("start", "done", "error"):
+        if not isinstance(r.get("unit"), str):
+            return False
+        if event == "done":
+            results = r.get("results")
+            return isinstance(results, list) and len(_entries(results)) == len(results)
+        if event == "error":
+            return isinstance(r.get("run"), str) and isinstance(r.get("error"), str)
+        return True
+    return False
 
 
 def _entries(items) -> List[ResultEntry]:
@@ -237,9 +281,11 @@ def run_lock(out_dir: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock, as before
         yield
         return
+    from ...safe_paths import open_fd
+
     path = out_dir / LOCK
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_fd(path, os.O_RDWR | os.O_CREAT)  # a planted link is removed, never written through
     except OSError as exc:
         raise OutputFolderError(f"cannot write to {out_dir} ({exc.strerror or exc})") from None
     try:
@@ -267,32 +313,70 @@ class ReportStore:
         self.out_dir, self.ranks = Path(out_dir), ranks
         self.path = self.out_dir / REPORT
         self._part: Optional[PartLog] = None
+        self._set_aside_once: set = set()
 
     # -- reading ------------------------------------------------------------------
 
     def read_report(self) -> dict:
-        """The report of earlier runs; {} if there is none or it is unreadable."""
+        """The report of earlier runs, validated (``runs``, ``run``, ``results``; empty if there is none). A report that is not valid JSON, or
+        whose parts are not what this version writes, is copied aside to ``report.json.bad-<time>`` with
+        one warning, and only its valid parts are used: a bad state never stops a run."""
+        empty = {"runs": {}, "run": None, "results": []}
         try:
-            rep = json.loads(self.path.read_text())
-            return rep if isinstance(rep, dict) and isinstance(rep.get("results"), list) else {}
-        except (OSError, ValueError):
-            return {}
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return empty
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("cannot read %s (%s); starting a new report", self.path, getattr(exc, "strerror", exc) or exc)
+            return empty
+        problems: List[str] = []
+        try:
+            rep = json.loads(text, parse_constant=_refuse_constant)
+        except ValueError as exc:
+            rep, problems = {}, [f"not valid JSON ({exc})"]
+        if not isinstance(rep, dict):
+            rep, problems = {}, problems or [f"a JSON {type(rep).__name__}, not an object"]
+        clean = {}
+        runs = rep.get("runs", {})
+        if isinstance(runs, dict):
+            clean["runs"] = {k: v for k, v in runs.items() if isinstance(k, str) and isinstance(v, dict)}
+            if len(clean["runs"]) != len(runs):
+                problems.append("runs that are not objects")
+        else:
+            clean["runs"] = {}
+            problems.append(f"runs is a {type(runs).__name__}")
+        run = rep.get("run")
+        clean["run"] = run if isinstance(run, str) else None
+        if run is not None and not isinstance(run, str):
+            problems.append(f"run is a {type(run).__name__}")
+        results = rep.get("results", [])
+        if not isinstance(results, list):
+            problems.append(f"results is a {type(results).__name__}")
+            results = []
+        good = _entries(results)
+        if len(good) != len(results):
+            problems.append(f"{len(results) - len(good)} result(s) this version cannot read")
+        clean["results"] = [e.to_json() for e in good]
+        if problems:
+            bad = set_aside(self.path, text)
+            log.warning("%s: %s; kept a copy as %s and went on with what is valid", self.path,
+                        "; ".join(problems)[:300], bad.name)
+        return clean
 
     def read_parts(self) -> List[dict]:
-        return read_parts(self.out_dir)
+        """Every valid record of the part files; invalid ones are set aside in ``<file>.bad-<time>``."""
+        return read_valid_parts(self.out_dir, _valid_part_record, self._set_aside_once)
 
     def previous(self, parts: Optional[List[dict]] = None) -> Previous:
         """``report.json`` with the run settings and results recorded in part files folded in."""
         rep = self.read_report()
-        runs = {k: v for k, v in rep.get("runs", {}).items() if isinstance(v, dict)} \
-            if isinstance(rep.get("runs"), dict) else {}
-        run = rep.get("run") if isinstance(rep.get("run"), str) else None
-        results = _entries(rep.get("results"))
+        runs, run = rep["runs"], rep["run"]
+        results = _entries(rep["results"])
         from_parts: Dict[str, List[ResultEntry]] = {}
         for r in self.read_parts() if parts is None else parts:
-            if r.get("event") == "run" and isinstance(r.get("settings"), dict) and isinstance(r.get("run"), str):
+            if r.get("event") == "run":
                 runs[r["run"]], run = r["settings"], r["run"]
-            elif r.get("event") == "done" and isinstance(r.get("unit"), str):
+            elif r.get("event") == "done":
                 from_parts[r["unit"]] = _entries(r.get("results"))
         results = [r for r in results if r.key not in from_parts] + [e for es in from_parts.values() for e in es]
         return Previous(runs, run, results)

@@ -19,6 +19,7 @@ The run, in order:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import secrets
@@ -26,15 +27,18 @@ from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import torch
+
 from ...diagnostics import collect
-from ...errors import OutputFolderError, PulseError
+from ...errors import EXIT_ERROR, OutputFolderError, PulseError, SearchFailed
 from ...hub.download import sha256_file
-from ...images import enlarge, heat_map, residual_map, save_image
+from ...images import enlarge, heat_map, read_input_bytes, residual_map, save_image
 from ...ops.measurement import Measurement
 from ...ops.operators import OperatorSpecError
 from ...runtime import tune
+from ...safe_paths import real_dir
 from ...search import upsample
-from ..shards import digest, split
+from ..shards import FINISHED, digest, split
 from .inputs import PreparedInput, prepare_inputs
 from .job import RunContext, UpsampleJob
 from .names import plan_names, sample_tags
@@ -162,6 +166,9 @@ class _Run:
                 if self.ctx.stop is not None and self.ctx.stop():
                     requested = True
                     break
+            if self.ranks.sharded:
+                self.store.record({"event": FINISHED, "run": self.run_id, "rank": self.ranks.rank})
+        self.ranks.wait_for_peers(self.out_dir, self.run_id)  # however long the slowest share takes
         stops = [s for s in self.ranks.gather((fatal, requested)) if s[0] or s[1]]
         if not self.ranks.main:
             self._assemble(report, done, errors)
@@ -177,21 +184,24 @@ class _Run:
         entries: List[ResultEntry] = []
         error = fatal = None
         try:
-            items = prepare_inputs(path, self.names[path], self.model, self.job, self.ctx.read_mask)
-        except PulseError as exc:  # unreadable, wrong size, no face, no template...
+            data = read_input_bytes(path)
+            searched = _bytes_key(data, self.run_id)  # the bytes searched, even if the file changed since the plan
+            if key is not None and searched != key:
+                log.warning("%s changed since the run started; its results are keyed by the bytes searched", path)
+            key = searched
+            items = prepare_inputs(path, self.names[path], self.model, self.job, self.ctx.read_mask, data)
+            for item in items:
+                entries += self._search(path, item, key)
+                if self.ctx.stop is not None and self.ctx.stop():
+                    break
+        except PulseError as exc:  # unreadable, wrong size, no face, no template, a non-finite loss...
             log.error("%s", exc)
             error = ErrorEntry(str(path), str(exc))
-        else:
-            try:
-                for item in items:
-                    entries += self._search(path, item, key)
-                    if self.ctx.stop is not None and self.ctx.stop():
-                        break
-            except OSError as exc:
-                log.error("%s: cannot write the results to %s (%s)", path, self.out_dir, exc.strerror or exc)
-                if exc.errno in FATAL_WRITE_ERRORS:
-                    fatal = f"{self.out_dir} is not writable ({exc.strerror or exc}); stopped before the remaining inputs"
-                error = ErrorEntry(str(path), f"cannot write: {exc.strerror or exc}")
+        except OSError as exc:
+            log.error("%s: cannot write the results to %s (%s)", path, self.out_dir, exc.strerror or exc)
+            if exc.errno in FATAL_WRITE_ERRORS or isinstance(exc, IsADirectoryError):
+                fatal = f"{self.out_dir} is not writable ({exc.strerror or exc}); stopped before the remaining inputs"
+            error = ErrorEntry(str(path), f"cannot write: {exc.strerror or exc}")
         if error is not None:
             self.store.record({"event": "error", "unit": unit, "input": str(path), "run": self.run_id,
                                "error": error.error})
@@ -209,6 +219,9 @@ class _Run:
         stopped = self.ctx.stop is not None and res.steps_taken < job.options.steps and self.ctx.stop()
         for w in res.warnings:
             log.warning("%s", w)
+        if not bool(torch.isfinite(res.best_l2).all()):  # nothing non-finite is written, image or report
+            raise SearchFailed(f"{path}: the search's loss is not a finite number (operator "
+                               f"{_shown(res.operator)}); no image written")
         return _write_outputs(self, path, item, res, key, stopped)
 
     # -- 3. the report (rank 0) ----------------------------------------------------
@@ -238,6 +251,8 @@ class _Run:
             log.info("%s", STOPPED_ON_REQUEST)
         if self.store.save(report, mine):
             self.store.clear_parts()  # their results are in report.json now
+        else:  # the part files keep this run's results for the next one, but this run could not record them
+            report.exit_code = EXIT_ERROR
         return report
 
 
@@ -279,6 +294,11 @@ def _input_key(path: Path, run_id: str) -> Optional[str]:
         return None
 
 
+def _bytes_key(data: bytes, run_id: str) -> str:
+    """:func:`_input_key` of bytes already read."""
+    return digest([run_id, hashlib.sha256(data).hexdigest()[:16]])
+
+
 def _unit(run_id: str, path: Path) -> str:
     """The part-file unit of an input without a key (one that cannot be read)."""
     return digest([run_id, str(path)])
@@ -289,6 +309,9 @@ def _unit(run_id: str, path: Path) -> str:
 
 
 def _save_intermediate(out_dir: Path, stem: str, samples: int, step: int, hr, lo) -> None:
+    if step == 0:  # real folders under OUT, never a planted link to somewhere else
+        real_dir(out_dir / stem / "HR", out_dir)
+        real_dir(out_dir / stem / "LR", out_dir)
     for k, tag in enumerate(sample_tags(samples)):
         save_image(hr[k], out_dir / stem / "HR" / f"{stem}{tag}_{step:04d}.png")
         save_image(lo[k], out_dir / stem / "LR" / f"{stem}{tag}_{step:04d}.png")
@@ -299,11 +322,8 @@ def _write_outputs(run: _Run, path: Path, item: PreparedInput, res, key: Optiona
     """The PNGs of one search, with provenance, and its report entries (which keep the tensors)."""
     out_dir, stem, samples = run.out_dir, item.name, run.job.samples
     measured = Measurement.of(item.operator, item.lr[None])
-    try:
-        spec = res.operator.spec()
-    except OperatorSpecError:
-        spec = None
-    shown = spec or res.operator.key()
+    spec = _spec(res.operator)
+    shown = _shown(res.operator)
     entries = []
     for k, tag in enumerate(sample_tags(samples)):
         text = _provenance(run.model, shown, res.seeds[k], res.eps)
@@ -333,6 +353,18 @@ def _write_outputs(run: _Run, path: Path, item: PreparedInput, res, key: Optiona
             e.images["spread"] = spread_img
     log.info("%s: operator %s", stem, shown)
     return entries
+
+
+def _spec(op) -> Optional[str]:
+    try:
+        return op.spec()
+    except OperatorSpecError:
+        return None
+
+
+def _shown(op) -> str:
+    """The operator as logs and PNG text show it: its spec, else its key."""
+    return _spec(op) or op.key()
 
 
 def _provenance(model, spec: str, seed: int, eps: float) -> dict:
