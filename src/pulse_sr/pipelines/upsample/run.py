@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ...diagnostics import collect
-from ...errors import EXIT_ERROR, OutputFolderError, PulseError, SearchFailed
+from ...errors import EXIT_ERROR, OutputFolderError, PulseError, SearchCancelled, SearchFailed
 from ...hub.download import sha256_file
 from ...images import enlarge, heat_map, read_input_bytes, residual_map, save_image
 from ...ops.measurement import Measurement
@@ -194,6 +194,8 @@ class _Run:
                 entries += self._search(path, item, key)
                 if self.ctx.stop is not None and self.ctx.stop():
                     break
+        except SearchCancelled:  # the caller dropped the run: nothing to record, the caller says so
+            raise
         except PulseError as exc:  # unreadable, wrong size, no face, no template, a non-finite loss...
             log.error("%s", exc)
             error = ErrorEntry(str(path), str(exc))
