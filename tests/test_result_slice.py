@@ -18,6 +18,15 @@ import torch
 FIXTURE = Path(__file__).parent / "fixtures" / "pulse_result_slice.json"
 
 
+def _paper() -> dict:
+    """``preset="paper"`` where the search has presets (not at bb7279a, where the slice was recorded)."""
+    import dataclasses
+
+    from pulse_sr.search import PulseOptions
+
+    return {"preset": "paper"} if "preset" in {f.name for f in dataclasses.fields(PulseOptions)} else {}
+
+
 def _search_slice() -> dict:
     from conftest import tiny_model
 
@@ -25,7 +34,7 @@ def _search_slice() -> dict:
 
     model = tiny_model(16)
     lr = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(7))
-    res = pulse_sr.upsample(lr, model, samples=2, seed=[3, 11], steps=2)
+    res = pulse_sr.upsample(lr, model, samples=2, seed=[3, 11], steps=2, **_paper())
     return {
         "images": res.images[:, :, 5:8, 5:8].flatten().tolist(),
         "downscaled": res.downscaled[:, :, 1:3, 1:3].flatten().tolist(),
@@ -64,7 +73,8 @@ def _pipeline_slice(tmp: Path) -> dict:
         report = upsample_files(files, model, tmp / "out", PulseOptions(steps=2), samples=2, seed=1,
                                 log=lambda line: None)
     else:
-        report = upsample_files(files, model, tmp / "out", UpsampleJob(PulseOptions(steps=2), samples=2, seed=1))
+        report = upsample_files(files, model, tmp / "out", UpsampleJob(PulseOptions(steps=2, **_paper()), samples=2,
+                                                                          seed=1))
         report = report.to_json()
     keep = ("output", "downscaled", "success", "best_l2", "eps", "operator", "lr_error", "best_step", "steps",
             "seed")

@@ -115,9 +115,14 @@ class StepBars(_Bars):
     def __call__(self, stem: str, step: int, steps: int, info: dict) -> None:
         if not self.enabled:
             return
-        bar = self._bar(stem, new=step == 1, total=steps, unit="step")
+        adaptive = "alive" in info  # the adaptive search counts generator passes against its budget
+        bar = self._bar(stem, new=self.bar is not None and step < self.bar.n, total=steps,
+                        unit="pass" if adaptive else "step")
         bar.update(step - bar.n)
-        if "l2" in info:
+        if adaptive:
+            bar.set_postfix(l2=f"{info['l2']:.2e}", done=f"{info['done']}/{info['batch']}", alive=info["alive"],
+                            stage=info["stage"], refresh=False)
+        elif "l2" in info:
             bar.set_postfix(l2=f"{info['l2']:.2e}", done=f"{info['done']}/{info['batch']}", refresh=False)
 
 

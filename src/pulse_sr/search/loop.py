@@ -65,6 +65,11 @@ class PulseResult:
     eps: float
     warnings: List[str] = dataclasses.field(default_factory=list)  # notes for the caller to show
     operator: Optional[Compose] = None  # the forward model A the results match through
+    preset: str = "paper"           # which search ran (PulseOptions.preset)
+    stopped: bool = False           # stop() ended it before its steps or budget were spent
+    stages: Optional[List[str]] = None   # per sample: the space its result was found in (adaptive)
+    passes: Optional[List[int]] = None   # per sample: generator passes spent (adaptive)
+    sample_steps: Optional[List[int]] = None  # per sample: steps of its longest-running candidate (adaptive)
 
     @property
     def all_success(self) -> bool:
@@ -124,9 +129,15 @@ def _noise_settings(opts: PulseOptions) -> tuple:
     return opts.noise, opts.trainable_noise_layers, tuple(opts.bad_noise_layers)
 
 
-def _initial_state(G, opts: PulseOptions, seeds: List[int], bad: set, device
-                   ) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]], List[torch.Tensor]]:
-    """Gaussian latents and noise maps, one seed per sample: (latent, noise per layer, trainable noise)."""
+def initial_state(G, opts: PulseOptions, seeds: List[int], bad: set, device, trainable: Optional[set] = None
+                  ) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]], List[torch.Tensor]]:
+    """Gaussian latents and noise maps, one seed per sample: (latent, noise per layer, trainable noise).
+
+    ``trainable`` names the noise layers that get gradients (default: the paper's first
+    ``trainable_noise_layers`` with ``--noise trainable``)."""
+    if trainable is None:
+        trainable = set(range(opts.trainable_noise_layers)) if opts.noise == "trainable" else set()
+    trains = set(trainable)
     res = G.noise_resolutions
     # Each sample draws its latent, then its noise maps, from its own seed, so a
     # sample is the same whether it runs alone or in a batch.
@@ -137,17 +148,17 @@ def _initial_state(G, opts: PulseOptions, seeds: List[int], bad: set, device
         noise_rows.append([torch.randn(1, r, r, generator=g) for r in res])
     latent = torch.stack(lat_rows).to(device).requires_grad_(True)
     noise: List[Optional[torch.Tensor]] = []
-    trainable: List[torch.Tensor] = []
+    trained: List[torch.Tensor] = []
     for i in range(len(res)):
         if opts.noise == "zero" or i in bad:
             noise.append(None)  # the same as a zero map, without a full-size pass
             continue
         n = torch.stack([row[i] for row in noise_rows]).to(device)
-        if opts.noise == "trainable" and i < opts.trainable_noise_layers:
+        if i in trains:
             n.requires_grad_(True)
-            trainable.append(n)
+            trained.append(n)
         noise.append(n)
-    return latent, noise, trainable
+    return latent, noise, trained
 
 
 def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[PulseOptions] = None, *,
@@ -191,7 +202,6 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     op = as_operator(operator, (h, w), G.resolution)
     noise = NoiseModel(noise_sigma)
 
-    batch = n_inputs * samples
     if seed is None:
         seed = secrets.randbelow(2 ** 31)
     per_input = [int(x) for x in seed] if isinstance(seed, (list, tuple)) else [int(seed)] * n_inputs
@@ -207,7 +217,37 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
         bad = set()
         if _noise_settings(opts) != _noise_settings(PulseOptions()):
             warnings.append("noise options have no effect: this generator has no noise inputs (StyleGAN3)")
-    latent, noise, noise_vars = _initial_state(G, opts, seeds, bad, dev)
+    if opts.preset == "adaptive":
+        from .adaptive import adaptive_loop
+
+        out = adaptive_loop(G, prior, op, measured, eps, opts, adaptive_plan(opts, samples), seeds, bad, dev,
+                            progress=progress, callback=callback, stop=stop)
+        return PulseResult(**out, seeds=seeds, eps=eps, warnings=warnings, operator=op, preset="adaptive")
+    return _paper_loop(G, prior, op, measured, eps, opts, seeds, bad, dev, warnings, progress, callback, stop)
+
+
+ADAPTIVE_FIRST = 0.6       # share of the budget the first phase plans for
+ADAPTIVE_LR_SCALE = 2.0    # the first phase's peak learning rate, relative to --lr
+
+
+def adaptive_plan(opts: PulseOptions, samples: int = 1):
+    """The :class:`~.plan.AdaptivePlan` of ``opts``: its budget per sample (``budget`` split over the
+    ``samples``, default ``steps``), its starts and, with ``expand``, every stage."""
+    from .plan import AdaptivePlan, SuccessiveHalving
+    from .stages import default_stages
+
+    per_sample = opts.steps if opts.budget is None else max(1, opts.budget // samples)
+    # The first phase plans for 60 % of the budget at twice --lr at its peak; what samples within
+    # eps leave, and the rest, go to continuation and expansion (docs/results.md has the sweep).
+    return AdaptivePlan(per_sample, SuccessiveHalving(opts.starts), first=ADAPTIVE_FIRST, lr_scale=ADAPTIVE_LR_SCALE,
+                        stages=default_stages(opts.expand))
+
+
+def _paper_loop(G, prior, op, measured, eps, opts, seeds, bad, dev, warnings, progress, callback, stop
+                ) -> PulseResult:
+    """PULSE's search as the reference runs it: ``opts.steps`` steps, every sample from its one start."""
+    batch = len(seeds)
+    latent, noise, noise_vars = initial_state(G, opts, seeds, bad, dev)
 
     params = [latent] + noise_vars
     radii = [vector_norms(p).detach() for p in params]
@@ -217,7 +257,7 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
     best = _BestTracker(batch, dev)
     loss_hist, l2_hist = [], []
     start = time.perf_counter()
-    steps_taken = 0
+    steps_taken, stopped = 0, False
     for step in range(opts.steps):
         lat = latent.expand(-1, G.num_ws, -1) if opts.tile_latent else latent
         ws = prior.latent_to_w(lat)                         # prior: sphere -> W+ (Sec. 3.3)
@@ -239,6 +279,7 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
         if opts.early_stop and bool(ok.all()):
             break
         if stop is not None and stop():
+            stopped = steps_taken < opts.steps
             break
         grads = torch.autograd.grad(loss.sum(), params)
         for p, g in zip(params, grads):
@@ -254,4 +295,4 @@ def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[Puls
         best_l2=best.l2.cpu(), best_loss=best.loss.cpu(), best_step=best.step.cpu(),
         success=(best.l2 <= eps).cpu(), loss_history=torch.stack(loss_hist),
         l2_history=torch.stack(l2_hist), ws=best.ws.cpu(), seeds=seeds, steps_taken=steps_taken,
-        seconds=seconds, eps=eps, warnings=warnings, operator=op)
+        seconds=seconds, eps=eps, warnings=warnings, operator=op, stopped=stopped)

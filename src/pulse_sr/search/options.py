@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ..errors import SettingsError
 from .losses import parse_loss
 from .schedules import OPTIMIZERS, SCHEDULES
 
 NOISE_TYPES = ("zero", "fixed", "trainable")
+# "paper": the reference algorithm (a fixed number of steps from one start); "adaptive": a budget of
+# generator passes spent by multi-start with successive halving, continuation and, with --expand,
+# latent expansion (pulse_sr.search.adaptive).
+PRESETS = ("paper", "adaptive")
+DEFAULT_PRESET = "paper"
 # Seeds are torch.Generator seeds (at most 2**64 - 1), and sample k of seed s uses s + k.
 MAX_SEED = 2 ** 63 - 1
 
@@ -52,6 +57,19 @@ class PulseOptions:
     steps: int = option(100, "Optimisation steps.", min=1)
     schedule: str = option("linear1cycledrop", "Learning-rate schedule.", choices=SCHEDULES)
     early_stop: bool = option(False, "Stop once every sample is within eps.")
+    preset: str = option(DEFAULT_PRESET,
+                         "Search: 'paper' (PULSE's: --steps steps from one start) or 'adaptive' (a budget of "
+                         "generator passes: several starts, the worse half dropped at rungs, samples within eps "
+                         "stop, the rest continue or, with --expand, widen the latent space).", choices=PRESETS)
+    budget: Optional[int] = option(None, "Adaptive search: generator passes (forward and backward of one sample) "
+                                   "per input, shared equally by its samples; default samples × steps, the "
+                                   "paper's cost.", min=1)
+    starts: int = option(1, "Adaptive search: starts per sample; with more than one, successive halving keeps "
+                            "the better half by L2 at steps 10 and 25 (measured: it does not pay at the "
+                            "paper's budget, see docs/results.md).", min=1)
+    expand: bool = option(True, "Adaptive search: when W+ plateaus above eps, train every noise map, then "
+                                "intermediate features within a small l1 ball (ILO-style). Each result "
+                                "records the stage it was found in ('stage' in report.json).")
 
     def validate(self) -> None:
         """Raise ValueError with a one-line reason for any bad value."""
@@ -69,6 +87,21 @@ class PulseOptions:
             raise SettingsError(f"eps must be a positive finite number, got {self.eps}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise SettingsError(f"lr must be a positive finite number, got {self.lr}")
+        if self.preset not in PRESETS:
+            raise SettingsError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int)
+                                        or self.budget < 1):
+            raise SettingsError(f"budget must be a whole number of generator passes, at least 1; got {self.budget}")
+        if self.starts < 1:
+            raise SettingsError(f"starts must be at least 1, got {self.starts}")
+        default_starts = next(f.default for f in dataclasses.fields(self) if f.name == "starts")
+        default_expand = next(f.default for f in dataclasses.fields(self) if f.name == "expand")
+        if self.preset == "paper" and (self.budget is not None or self.expand != default_expand
+                                       or self.starts != default_starts):
+            what = "--budget" if self.budget is not None else "--starts" if self.starts != default_starts else \
+                "--expand/--no-expand"
+            raise SettingsError(f"{what} is an option of the adaptive search; --preset paper runs a fixed "
+                                f"--steps from one start (use --preset adaptive, or --steps)")
         if self.trainable_noise_layers < 0:
             raise SettingsError(f"trainable_noise_layers must be at least 0, got {self.trainable_noise_layers}")
 

@@ -80,6 +80,8 @@ class SearchRequest:
     align: bool = False
     operator: str = ""             # "" for detected
     mask: Optional[str] = None     # an uploaded mask image (white = the pixels that count), or None
+    preset: str = "paper"          # the search: "paper" or "adaptive" (PulseOptions.preset)
+    expand: bool = True            # adaptive only: widen the latent space on a plateau
 
 
 def _png_data_uri(x) -> str:
@@ -226,7 +228,12 @@ class Runner:
         except (TypeError, ValueError):
             raise UploadError(f"The seed must be a whole number, or empty for a random one; got "
                               f"{str(request.seed)[:80]!r}.") from None
-        opts = PulseOptions(steps=steps, early_stop=bool(request.early_stop))
+        from ..search.options import PRESETS
+
+        preset = request.preset if request.preset in PRESETS else "paper"
+        adaptive = preset == "adaptive"
+        opts = PulseOptions(steps=steps, early_stop=bool(request.early_stop), preset=preset,
+                            **({"expand": bool(request.expand)} if adaptive else {}))
         spec = (request.operator or "").strip()
         if spec:
             try:
@@ -290,9 +297,11 @@ class Runner:
                     _, step, total, info = ev
                     elapsed = time.monotonic() - start
                     left = elapsed / step * (total - step) if step else 0.0
-                    yield ("progress", f"step {step}/{total} · L2 {info['l2']:.2e} (best {info['best_l2']:.2e}) "
+                    where = (f"step {info['step']} · {step}/{total} generator passes · {info['alive']} candidates "
+                             f"alive · stage {info['stage']}" if "alive" in info else f"step {step}/{total}")
+                    yield ("progress", f"{where} · L2 {info['l2']:.2e} (best {info['best_l2']:.2e}) "
                                        f"vs ε {opts.eps:g} · {info['done']}/{info['batch']} within ε · "
-                                       f"about {left:.0f} s left", step / total)
+                                       f"at most {left:.0f} s left", step / total)
                     continue
                 if ev[0] == "cancelled":
                     shutil.rmtree(run_dir, ignore_errors=True)
@@ -339,7 +348,9 @@ class Runner:
                          f"<code>{html.escape(r.output)}</code> · operator <code>"
                          f"{html.escape(r.spec or r.operator.get('name', '?'))}</code> · seed {r.seed} · "
                          f"L2 {r.best_l2:.2e} "
-                         f"(ε {eps:g}) · {r.steps} steps</div><div class='pulse-imgs'>{figs}</div></div>")
+                         f"(ε {eps:g}) · {r.steps} steps"
+                         + (f" · found in the {html.escape(r.stage)} stage" if r.stage != "w+" else "")
+                         + f"</div><div class='pulse-imgs'>{figs}</div></div>")
         spread = report.results[0].images.get("spread")
         if len(report.results) > 1 and spread is not None:
             x = _upscale_nearest(spread, 192) if size < 192 else spread
@@ -409,6 +420,11 @@ def build_app(runner: Runner):
                                   elem_id="steps")
                 seed = gr.Textbox("", label="Seed (empty: random)", elem_id="seed")
                 early = gr.Checkbox(False, label="Stop early once every sample is within ε", elem_id="early")
+                preset = gr.Dropdown(["paper", "adaptive"], value="paper", elem_id="preset",
+                                     label="Search: paper (PULSE's fixed steps) or adaptive (the same budget, "
+                                           "several starts, stops at ε)")
+                expand = gr.Checkbox(True, elem_id="expand",
+                                     label="Adaptive: widen the latent space when stuck (closer fit, less realism)")
                 align = gr.Checkbox(False, label="Align: detect and crop the face in a photo", elem_id="align")
                 operator = gr.Textbox("", label="Operator (empty: detected; e.g. box:8@3,5, gray+bicubic:8, "
                                       "blur:gauss:1.5)", elem_id="operator")
@@ -425,10 +441,11 @@ def build_app(runner: Runner):
                 download = gr.File(label="Download all (PNGs + report.json)", elem_id="download",
                                    interactive=False)
 
-        def run(upload, example, model, lr_size, samples, steps, seed, early, align, operator, mask, request: gr.Request,
-                progress=gr.Progress()):
+        def run(upload, example, model, lr_size, samples, steps, seed, early, align, operator, mask, preset, expand,
+                request: gr.Request, progress=gr.Progress()):
             search = runner.search(request.session_hash, SearchRequest(upload, example, model, lr_size, samples,
-                                                                       steps, seed, early, align, operator, mask))
+                                                                       steps, seed, early, align, operator, mask,
+                                                                       preset, expand))
             try:
                 for ev in search:
                     if ev[0] == "progress":
@@ -443,7 +460,8 @@ def build_app(runner: Runner):
             finally:
                 search.close()
 
-        run_btn.click(run, [upload, example, model, lr_size, samples, steps, seed, early, align, operator, mask],
+        run_btn.click(run, [upload, example, model, lr_size, samples, steps, seed, early, align, operator, mask,
+                            preset, expand],
                       [status, results, download], concurrency_limit=1, concurrency_id="search")
         stop_btn.click(_session_call(runner.stop), None, None, queue=False)
         # Cancel only raises the search's flag; the search then ends at its next step and its own

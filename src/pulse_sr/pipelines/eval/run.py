@@ -158,7 +158,9 @@ def _search_group(ev: _Eval, opts: PulseOptions, loaded) -> List[dict]:
         run = {"seed": res.seeds[j], "success": bool(res.success[j]), "best_l2": float(res.best_l2[j]), "eps": res.eps,
                "l2_clean": float(l2_per_sample(ds[None].double(), lr_clean[None].double())[0]),
                "l2_input": float(l2_per_sample(ds[None].double(), lr_in[j:j + 1].double())[0]),
-               "steps": res.steps_taken}
+               "steps": res.sample_steps[j] if res.sample_steps else res.steps_taken}
+        if res.passes:  # the adaptive search: what it spent and the space its answer is in
+            run["passes"], run["stage"] = res.passes[j], res.stages[j]
         data = {"run": run, "seconds": res.seconds / len(loaded)}
         if cname == CLEAN:
             run["psnr"], run["ssim"] = float(psnr(sr, hr)), float(ssim(sr, hr))

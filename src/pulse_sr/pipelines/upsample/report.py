@@ -75,6 +75,8 @@ class ResultEntry:
     spec: Optional[str] = None  # the operator's canonical spec, for --operator
     stopped: bool = False      # cut short on request: a rerun does it again
     spread: Optional[str] = None  # with K >= 2: where the K samples disagree
+    stage: str = "w+"          # the space the result was found in: w+ (the paper's), noise or features
+    passes: Optional[int] = None  # generator passes the adaptive search spent on this sample
     images: Optional[Dict[str, object]] = dataclasses.field(default=None, repr=False, compare=False)
 
     _ORDER = ("input", "output", "downscaled", "residual", "success", "best_l2", "eps", "operator", "spec",
@@ -88,6 +90,9 @@ class ResultEntry:
             d["stopped"] = True
         if self.spread is not None:
             d["spread"] = self.spread
+        d["stage"] = self.stage
+        if self.passes is not None:
+            d["passes"] = self.passes
         return d
 
     @classmethod
@@ -112,7 +117,8 @@ class ResultEntry:
 _TYPES = {"input": (str,), "output": (str,), "downscaled": (str,), "residual": (str,), "success": (bool,),
           "best_l2": (float, int), "eps": (float, int), "operator": (dict,), "spec": (str, type(None)),
           "lr_error": (dict,), "best_step": (int,), "steps": (int,), "seconds": (float, int), "seed": (int,),
-          "run": (str,), "key": (str, type(None)), "stopped": (bool,), "spread": (str, type(None))}
+          "run": (str,), "key": (str, type(None)), "stopped": (bool,), "spread": (str, type(None)),
+          "stage": (str,), "passes": (int, type(None))}
 
 
 @dataclasses.dataclass

@@ -218,7 +218,7 @@ class _Run:
         progress = partial(self.ctx.progress, stem) if self.ctx.progress is not None else None
         res = upsample(item.lr, self.model, job.options, samples=job.samples, seed=job.seed, progress=progress,
                        callback=callback, stop=self.ctx.stop, operator=item.operator, noise_sigma=job.noise_sigma)
-        stopped = self.ctx.stop is not None and res.steps_taken < job.options.steps and self.ctx.stop()
+        stopped = res.stopped
         for w in res.warnings:
             log.warning("%s", w)
         if not bool(torch.isfinite(res.best_l2).all()):  # nothing non-finite is written, image or report
@@ -337,7 +337,9 @@ def _write_outputs(run: _Run, path: Path, item: PreparedInput, res, key: Optiona
             input=str(path), output=hr_path.name, downscaled=lr_path.name, residual=res_path.name,
             success=bool(res.success[k]), best_l2=float(res.best_l2[k]), eps=res.eps,
             operator=res.operator.describe(), spec=spec, lr_error=measured.certificate(res.downscaled[k]),
-            best_step=int(res.best_step[k]), steps=res.steps_taken, seconds=round(res.seconds / samples, 3),
+            best_step=int(res.best_step[k]), seconds=round(res.seconds / samples, 3),
+            steps=res.sample_steps[k] if res.sample_steps else res.steps_taken,
+            stage=res.stages[k] if res.stages else "w+", passes=res.passes[k] if res.passes else None,
             seed=res.seeds[k], run=run.run_id, key=key, stopped=bool(stopped),
             images={"image": res.images[k], "downscaled": res.downscaled[k], "input": item.lr,
                     "residual": residual})
