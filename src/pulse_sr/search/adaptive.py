@@ -34,6 +34,7 @@ from .plan import AdaptivePlan, candidate_seed
 from .schedules import RowAdam, lr_factor
 from .sphere import project_, vector_norms
 from .stages import LatentStage, project_l1_, usable_stages
+from .start import initial_state
 
 
 @dataclasses.dataclass
@@ -70,8 +71,6 @@ def adaptive_loop(G, prior, op, measured, eps: float, opts: PulseOptions, plan: 
 
     Returns the fields of a :class:`~.loop.PulseResult` as a dict.
     """
-    from .loop import initial_state
-
     n = len(seeds)
     stages = usable_stages(plan.stages, G, opts)
     halving = plan.halving

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Union
 
 import torch
 
@@ -39,6 +39,7 @@ from .losses import PulseLoss
 from .options import PulseOptions, check_seed
 from .schedules import lr_factor, make_optimizer
 from .sphere import project_, vector_norms
+from .start import initial_state  # noqa: F401  (re-exported: the starting state of every search)
 
 if TYPE_CHECKING:
     from ..model import PulseModel
@@ -127,38 +128,6 @@ def _zeroed_noise_layers(bad_layers: Sequence[int], count: int, warnings: List[s
 
 def _noise_settings(opts: PulseOptions) -> tuple:
     return opts.noise, opts.trainable_noise_layers, tuple(opts.bad_noise_layers)
-
-
-def initial_state(G, opts: PulseOptions, seeds: List[int], bad: set, device, trainable: Optional[set] = None
-                  ) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]], List[torch.Tensor]]:
-    """Gaussian latents and noise maps, one seed per sample: (latent, noise per layer, trainable noise).
-
-    ``trainable`` names the noise layers that get gradients (default: the paper's first
-    ``trainable_noise_layers`` with ``--noise trainable``)."""
-    if trainable is None:
-        trainable = set(range(opts.trainable_noise_layers)) if opts.noise == "trainable" else set()
-    trains = set(trainable)
-    res = G.noise_resolutions
-    # Each sample draws its latent, then its noise maps, from its own seed, so a
-    # sample is the same whether it runs alone or in a batch.
-    lat_rows, noise_rows = [], []
-    for s in seeds:
-        g = torch.Generator().manual_seed(s)
-        lat_rows.append(torch.randn(1 if opts.tile_latent else G.num_ws, G.w_dim, generator=g))
-        noise_rows.append([torch.randn(1, r, r, generator=g) for r in res])
-    latent = torch.stack(lat_rows).to(device).requires_grad_(True)
-    noise: List[Optional[torch.Tensor]] = []
-    trained: List[torch.Tensor] = []
-    for i in range(len(res)):
-        if opts.noise == "zero" or i in bad:
-            noise.append(None)  # the same as a zero map, without a full-size pass
-            continue
-        n = torch.stack([row[i] for row in noise_rows]).to(device)
-        if i in trains:
-            n.requires_grad_(True)
-            trained.append(n)
-        noise.append(n)
-    return latent, noise, trained
 
 
 def upsample(lr_image: torch.Tensor, model: "PulseModel", options: Optional[PulseOptions] = None, *,
