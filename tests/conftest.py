@@ -60,3 +60,15 @@ def local_http_server(handler):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _small_trust_calibrations():
+    """The suite calibrates the out-of-domain test and the identity scale on fewer model samples than a
+    run does (the same code, smaller sizes), so tests that run the bundled model stay fast on two cores."""
+    from pulse_sr.trust import domain, identity
+
+    saved = domain.DEFAULT_FIT, domain.DEFAULT_HELD, identity.STRANGERS
+    domain.DEFAULT_FIT, domain.DEFAULT_HELD, identity.STRANGERS = 300, 300, 40
+    yield
+    domain.DEFAULT_FIT, domain.DEFAULT_HELD, identity.STRANGERS = saved

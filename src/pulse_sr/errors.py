@@ -15,11 +15,17 @@ EXIT_OK = 0
 EXIT_ERROR = 1          # anything else: the environment, the network, a full disk, a bug
 EXIT_BAD_INPUT = 2      # bad usage or input
 EXIT_NOT_FOUND = 3      # some searches did not reach eps, or some photos had no face
+EXIT_OUT_OF_DOMAIN = 4  # with --domain strict: some input is unlike anything the model makes
 
 
-def exit_code(bad_input: bool, not_found: bool) -> int:
-    """The exit code of a run over many inputs: bad input wins over not found."""
-    return EXIT_BAD_INPUT if bad_input else EXIT_NOT_FOUND if not_found else EXIT_OK
+def exit_code(bad_input: bool, not_found: bool, out_of_domain: bool = False) -> int:
+    """The exit code of a run over many inputs: bad input (2) wins over out of domain (4), which wins
+    over not found (3); an error (1) is decided before this."""
+    if bad_input:
+        return EXIT_BAD_INPUT
+    if out_of_domain:
+        return EXIT_OUT_OF_DOMAIN
+    return EXIT_NOT_FOUND if not_found else EXIT_OK
 
 
 class PulseError(Exception):
@@ -128,4 +134,4 @@ class TemplateError(PulseError):
 
 __all__ = [name for name, value in dict(globals()).items()
            if isinstance(value, type) and issubclass(value, Exception)] + [
-    "EXIT_OK", "EXIT_ERROR", "EXIT_BAD_INPUT", "EXIT_NOT_FOUND", "exit_code"]
+    "EXIT_OK", "EXIT_ERROR", "EXIT_BAD_INPUT", "EXIT_NOT_FOUND", "EXIT_OUT_OF_DOMAIN", "exit_code"]

@@ -30,6 +30,7 @@ from collections import deque
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .. import trust
 from ..errors import PulseError, SearchCancelled, UploadError
 
 log = logging.getLogger(__name__)
@@ -324,7 +325,7 @@ class Runner:
         self._keep(run_dir)
         took = time.monotonic() - start
         stopped = " (stopped early: best so far)" if report.stopped else ""
-        yield ("done", cards, str(zip_path), f"{report.within_eps()}/{len(report.results)} within ε={opts.eps:g} in "
+        yield ("done", cards, str(zip_path), f"{report.consistent()}/{len(report.results)} within ε={opts.eps:g} in "
                                             f"{took:.1f} s{stopped}.")
 
     def _cards(self, report, model) -> str:
@@ -336,8 +337,12 @@ class Runner:
             im = r.images
             hr, ds, lr = im["image"], im["downscaled"], im["input"]
             view = 112
-            badge = ("<span class='pulse-badge ok'>within ε</span>" if r.success
+            badge = ("<span class='pulse-badge no'>out of domain</span>" if r.verdict == "out of domain"
+                     else "<span class='pulse-badge ok'>within ε</span>" if r.success
                      else "<span class='pulse-badge no'>not within ε</span>")
+            t = r.trust or {}
+            domain = (f" · in-domain p {t['in_domain_p']:.3f}" + ("" if t["in_domain"] else
+                      " (unlike the model's own faces)") if "in_domain_p" in t else "")
             imgs = [("face", _upscale_nearest(hr, 192) if size < 192 else hr),
                     ("its downscale", _upscale_nearest(ds, view)),
                     ("input", _upscale_nearest(lr, view)),
@@ -350,7 +355,11 @@ class Runner:
                          f"L2 {r.best_l2:.2e} "
                          f"(ε {eps:g}) · {r.steps} steps"
                          + (f" · found in the {html.escape(r.stage)} stage" if r.stage != "w+" else "")
-                         + f"</div><div class='pulse-imgs'>{figs}</div></div>")
+                         + html.escape(domain) + f"</div><div class='pulse-imgs'>{figs}</div></div>")
+        lines = trust.summary([r.trust for r in report.results], len(report.results))
+        if len(report.results) > 1 and any("identity" in x or "faces" in x for x in lines):
+            parts.append("<div class='pulse-identity'>" + html.escape("; ".join(
+                x for x in lines if not x.startswith("in-domain"))) + ".</div>")
         spread = report.results[0].images.get("spread")
         if len(report.results) > 1 and spread is not None:
             x = _upscale_nearest(spread, 192) if size < 192 else spread

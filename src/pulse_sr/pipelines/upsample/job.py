@@ -17,6 +17,7 @@ from ...ops.measurement import NoiseModel
 from ...ops.operators import MaskReader, canonical_order
 from ...search import PulseOptions
 from ...search.options import check_seed
+from ...trust import DEFAULT_DOMAIN, DOMAIN_MODES
 from ..shards import Ranks
 
 # progress(name, step, steps, info) after every search step; info as in pulse_sr.upsample.
@@ -61,6 +62,7 @@ class UpsampleJob:
     operator: Optional[str] = None    # forward-model spec for every input; None: detected per input
     noise_sigma: float = 0.0          # Gaussian noise σ (0–255) the inputs carry; ε grows by (σ/255)²
     save_intermediate: bool = False   # write every step's best image under OUT/<stem>/
+    domain: str = DEFAULT_DOMAIN      # the out-of-domain test: report (p-value only), strict (decides), off
 
     def __post_init__(self):
         object.__setattr__(self, "align", AlignMode.of(self.align))
@@ -79,6 +81,8 @@ class UpsampleJob:
             raise InputSizeError(f"--lr-size {self.lr_size}: LR sizes go from 1 to the model's "
                                  f"{model.resolution} px")
         NoiseModel(self.noise_sigma)
+        if self.domain not in DOMAIN_MODES:
+            raise SettingsError(f"domain must be one of {', '.join(DOMAIN_MODES)}, got {self.domain!r}")
 
     def with_seed(self, seed: int) -> "UpsampleJob":
         return dataclasses.replace(self, seed=int(seed))
@@ -87,7 +91,8 @@ class UpsampleJob:
         """The run's settings as ``report.json`` records them (also what resume keys hash)."""
         return {"model": model.source, "resolution": model.resolution, "options": self.options.to_dict(),
                 "samples": self.samples, "lr_size": self.lr_size, "align": self.align.to_json(), "seed": self.seed,
-                "operator": self.operator, "noise_sigma": self.noise_sigma}
+                "operator": self.operator, "noise_sigma": self.noise_sigma,
+                **({} if self.domain == DEFAULT_DOMAIN else {"domain": self.domain})}
 
 
 @dataclasses.dataclass

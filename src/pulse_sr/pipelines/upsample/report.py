@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
 from ...errors import EXIT_ERROR, OutputFolderError, exit_code
+from ...trust import CONSISTENT, NOT_WITHIN_EPS, OUT_OF_DOMAIN, VERDICTS
 from ..shards import PartLog, Ranks, clear_parts, interrupted, read_valid_parts, set_aside
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,16 @@ class ResultEntry:
     spread: Optional[str] = None  # with K >= 2: where the K samples disagree
     stage: str = "w+"          # the space the result was found in: w+ (the paper's), noise or features
     passes: Optional[int] = None  # generator passes the adaptive search spent on this sample
+    trust: Optional[dict] = None  # what the input determines: in_domain_p/in_domain, identity_* with K >= 2
+    verdict: Optional[str] = None  # consistent, not within eps or (--domain strict) out of domain
     images: Optional[Dict[str, object]] = dataclasses.field(default=None, repr=False, compare=False)
 
     _ORDER = ("input", "output", "downscaled", "residual", "success", "best_l2", "eps", "operator", "spec",
               "lr_error", "best_step", "steps", "seconds", "seed", "run", "key")
+
+    def __post_init__(self):
+        if self.verdict is None:  # entries of releases before the trust object: the search's own verdict
+            self.verdict = CONSISTENT if self.success else NOT_WITHIN_EPS
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in self._ORDER}
@@ -93,6 +100,9 @@ class ResultEntry:
         d["stage"] = self.stage
         if self.passes is not None:
             d["passes"] = self.passes
+        d["verdict"] = self.verdict
+        if self.trust is not None:
+            d["trust"] = self.trust
         return d
 
     @classmethod
@@ -111,6 +121,8 @@ class ResultEntry:
                 raise ValueError(f"a result entry's {k} is {type(v).__name__} {str(v)[:40]!r}")
             if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"a result entry's {k} is {v}, not a finite number")
+        if d.get("verdict") is not None and d["verdict"] not in VERDICTS:
+            raise ValueError(f"a result entry's verdict is {str(d['verdict'])[:40]!r}")
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -118,7 +130,7 @@ _TYPES = {"input": (str,), "output": (str,), "downscaled": (str,), "residual": (
           "best_l2": (float, int), "eps": (float, int), "operator": (dict,), "spec": (str, type(None)),
           "lr_error": (dict,), "best_step": (int,), "steps": (int,), "seconds": (float, int), "seed": (int,),
           "run": (str,), "key": (str, type(None)), "stopped": (bool,), "spread": (str, type(None)),
-          "stage": (str,), "passes": (int, type(None))}
+          "stage": (str,), "passes": (int, type(None)), "trust": (dict, type(None)), "verdict": (str, type(None))}
 
 
 @dataclasses.dataclass
@@ -186,11 +198,16 @@ class UpsampleReport:
     def within_eps(self) -> int:
         return sum(1 for r in self.results if r.success)
 
+    def consistent(self) -> int:
+        """Results within eps that the verdict does not call out of domain (``--domain strict``)."""
+        return sum(1 for r in self.results if r.verdict == CONSISTENT)
+
     def exit_code_for(self, mine: Sequence[ResultEntry], stopped: Optional[str] = None) -> int:
         """This run's exit code: its own inputs' errors and results, not earlier runs' kept in the report."""
         if stopped:
             return EXIT_ERROR
-        return exit_code(bad_input=bool(self.errors), not_found=any(not r.success for r in mine))
+        return exit_code(bad_input=bool(self.errors), not_found=any(not r.success for r in mine),
+                         out_of_domain=any(r.verdict == OUT_OF_DOMAIN for r in mine))
 
 
 @dataclasses.dataclass

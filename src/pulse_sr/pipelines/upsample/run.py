@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ... import trust
 from ...diagnostics import collect
 from ...errors import EXIT_ERROR, OutputFolderError, PulseError, SearchCancelled, SearchFailed
 from ...hub.download import sha256_file
@@ -347,6 +348,7 @@ def _write_outputs(run: _Run, path: Path, item: PreparedInput, res, key: Optiona
         if not entry.success:
             log.info("%s%s: no image found within eps=%s (best L2 %.2e); written anyway and marked success=false",
                      stem, tag, res.eps, entry.best_l2)
+    _add_trust(run, item, res, entries)
     if samples > 1:
         # Where the K results disagree: what the input leaves to the generator.
         spread = res.images.std(0).mean(0)
@@ -357,6 +359,23 @@ def _write_outputs(run: _Run, path: Path, item: PreparedInput, res, key: Optiona
             e.images["spread"] = spread_img
     log.info("%s: operator %s", stem, shown)
     return entries
+
+
+def _add_trust(run: _Run, item: PreparedInput, res, entries: List[ResultEntry]) -> None:
+    """The trust object of each entry (the out-of-domain p-value, identity with K >= 2) and its verdict."""
+    domain = run.job.domain
+    fields: dict = {}
+    if domain != "off":
+        try:
+            fields.update(trust.domain_fields(run.model, res.operator, item.lr, force=domain == "strict") or {})
+        except (RuntimeError, ValueError) as exc:  # a test that cannot be calibrated never costs the result
+            log.warning("%s: out-of-domain test not run: %s", item.name, exc)
+    fields.update(trust.identity_fields(run.model, res.images) or {})
+    for e in entries:
+        e.trust = dict(fields) if fields else None
+        e.verdict = trust.verdict(e.success, e.trust, domain)
+    for line in trust.summary([e.trust for e in entries], len(entries)):
+        log.info("%s: %s", item.name, line)
 
 
 def _spec(op) -> Optional[str]:
