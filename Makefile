@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or run: make PYTHON=python3)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# The CPU build of torch first, so that the package's plain `torch` requirement
-	# does not pull a multi-GB CUDA build.
-	$(PIP) install -q torch==2.13.0
+	# torch first, so that the package's plain `torch` requirement is already met: the CPU
+	# build from PyTorch's CPU index on Linux without an NVIDIA GPU (TORCH_BUILD=cpu|cuda
+	# to choose), the plain wheel where that index cannot be reached (scripts/install_torch.py).
+	$(PY) scripts/install_torch.py --version 2.13.0
 	$(PIP) install -q -e '.[test,align]'
 	touch $(STAMP)
 
